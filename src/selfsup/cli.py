@@ -1,0 +1,129 @@
+"""The `selfsup` command: argument parsing only; the work happens in train/, eval/ and checkpoints."""
+
+import argparse
+import sys
+from typing import Any
+
+from selfsup.errors import SelfsupError
+
+# train flags that map one-to-one onto config options (dest -> option name)
+TRAIN_FLAGS = {
+    "data": (str, "built-in set (fashion-mnist, mnist, digits), NAME:DIR, or an image folder [fashion-mnist]"),
+    "backbone": (str, "timm model name, or torchvision:NAME [the method's default]"),
+    "epochs": (int, "passes over the data [100 unless --max-steps]"),
+    "max_steps": (int, "stop after this many optimiser steps"),
+    "batch_size": (int, "images per device and step [256]"),
+    "image_size": (int, "input side in pixels [the built-in set's own, 224 for folders]"),
+    "devices": (int, "number of devices (GPUs, or CPU processes) [1]"),
+    "num_nodes": (int, "number of machines [1]"),
+    "num_workers": (int, "data loading processes [cores - 1]"),
+    "precision": (str, "32-true, bf16-mixed or 16-mixed [32-true]"),
+    "seed": (int, "random seed [0]"),
+    "limit_samples": (int, "train on a seeded random subset of this many images"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return args.run(args) or 0
+    except SelfsupError as e:
+        print(f"selfsup: error: {_one_line(e)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("selfsup: interrupted; continue a training run with --resume", file=sys.stderr)
+        return 130
+
+
+def _one_line(error: Exception) -> str:
+    # An error raised in a DataLoader worker comes back wrapped with the worker's traceback;
+    # its last line is the original message.
+    text = str(error).strip()
+    if "Original Traceback" in text:
+        text = text.splitlines()[-1].partition(": ")[2] or text.splitlines()[-1]
+    return text
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="selfsup", description="Self-supervised pretraining, evaluation and export.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    commands.add_parser("methods", help="list the registered methods").set_defaults(run=_methods)
+
+    train = commands.add_parser("train", help="pretrain an encoder without labels")
+    train.add_argument("method", help="method name (see `selfsup methods`)")
+    for dest, (kind, text) in TRAIN_FLAGS.items():
+        train.add_argument("--" + dest.replace("_", "-"), dest=dest, type=kind, help=text)
+    train.add_argument("--small-stem", dest="small_stem", action="store_true", default=None,
+                       help="3x3 stride-1 ResNet stem without max-pool, for 28-64 px images")
+    train.add_argument("--out", help="run folder [runs/METHOD-DATE-TIME]")
+    train.add_argument("--config", help="YAML file of options (flags and --set override it)")
+    train.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
+                       help="any method or run option, e.g. --set temperature=0.2 (repeatable)")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out (or the latest one)")
+    train.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    train.set_defaults(run=_train)
+
+    evaluate = commands.add_parser("eval", help="evaluate frozen features on a labeled set")
+    evaluate.add_argument("protocol", choices=["knn", "linear"])
+    evaluate.add_argument("--checkpoint", required=True,
+                          help="a .ckpt file, 'random' (untrained --backbone) or 'pixels' (raw pixels)")
+    evaluate.add_argument("--data", default="fashion-mnist",
+                          help="built-in set, NAME:DIR, or a labeled folder (DIR/train|test/CLASS or DIR/CLASS)")
+    evaluate.add_argument("--k", type=int, default=200, help="neighbours for knn [200]")
+    evaluate.add_argument("--temperature", type=float, default=0.07, help="knn vote weight exp(s/T) [0.07]")
+    evaluate.add_argument("--backbone", default="resnet18", help="architecture for --checkpoint random")
+    evaluate.add_argument("--small-stem", action="store_true", help="for --checkpoint random")
+    evaluate.add_argument("--image-size", type=int, help="input side [the checkpoint's]")
+    evaluate.add_argument("--test-fraction", type=float, default=0.2, help="for a folder without train/test [0.2]")
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--batch-size", type=int, default=256)
+    evaluate.add_argument("--out", help="result JSON [RUN/eval/PROTOCOL-DATA.json]")
+    evaluate.set_defaults(run=_eval)
+
+    export = commands.add_parser("export", help="write the backbone as safetensors + a JSON sidecar")
+    export.add_argument("--checkpoint", required=True)
+    export.add_argument("--out", required=True, help="FILE.safetensors")
+    export.set_defaults(run=_export)
+    return parser
+
+
+def _methods(args: argparse.Namespace) -> None:
+    from selfsup.methods import METHODS
+
+    for name, cls in sorted(METHODS.items()):
+        print(f"{name:12s} {cls.paper}; default backbone {cls.config_class.backbone}")
+
+
+def _train(args: argparse.Namespace) -> None:
+    from selfsup.train.config import parse_assignments, read_yaml
+    from selfsup.train.run import train
+
+    options: dict[str, Any] = read_yaml(args.config) if args.config else {}
+    for dest in [*TRAIN_FLAGS, "small_stem"]:
+        if getattr(args, dest) is not None:
+            options[dest] = getattr(args, dest)
+    options.update(parse_assignments(args.assignments))
+    train(args.method, options, out=args.out, resume=args.resume, progress=args.progress)
+
+
+def _eval(args: argparse.Namespace) -> None:
+    from selfsup.eval import evaluate
+
+    result = evaluate(args.protocol, args.checkpoint, data=args.data, k=args.k, temperature=args.temperature,
+                      backbone=args.backbone, small_stem=args.small_stem, image_size=args.image_size,
+                      test_fraction=args.test_fraction, seed=args.seed, out=args.out, batch_size=args.batch_size)
+    knn = f" (k={result['k']}, T={result['temperature']})" if args.protocol == "knn" else ""
+    print(f"{args.protocol} top-1 {result['top1']:.4f}{knn} | {result['encoder']} | {result['data']} "
+          f"{result['n_train']} train / {result['n_test']} test | {result['seconds']}s | {result['json']}")
+
+
+def _export(args: argparse.Namespace) -> None:
+    from selfsup.checkpoints import export_backbone
+
+    sidecar = export_backbone(args.checkpoint, args.out)
+    print(f"wrote {args.out} and {sidecar}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""Image folders: fast indexing of image files and robust decoding of any PIL mode to RGB uint8."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from selfsup.errors import SelfsupError
+
+from .images import ImageSet
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
+_EXTENSIONS = frozenset(IMAGE_EXTENSIONS)
+# Integer modes whose values span 16 bits (PIL rescales 16-bit PGM into "I" too).
+_SIXTEEN_BIT = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
+
+
+class BadImageError(SelfsupError):
+    """An image file that cannot be decoded: corrupt, truncated, empty or of an unsupported kind."""
+
+
+def index_images(root: str) -> list[str]:
+    """Paths of every image file under `root` at any depth, sorted; hidden files and folders skipped.
+
+    os.scandir reads the file type from the directory entry, so no file is opened or stat'ed:
+    100k files index in well under a second on a local disk.
+    """
+    found: list[str] = []
+    stack, seen = [root], {_dir_key(root)}  # seen: (device, inode) of folders, so symlink loops end
+    while stack:
+        folder = stack.pop()
+        try:
+            entries = os.scandir(folder)
+        except OSError as e:
+            raise SelfsupError(f"cannot read folder '{folder}': {e.strerror}; check that it exists and is readable") from None
+        with entries:
+            for entry in entries:
+                if entry.name.startswith("."):
+                    continue
+                if entry.is_dir():
+                    key = _dir_key(entry.path)
+                    if key not in seen:
+                        seen.add(key)
+                        stack.append(entry.path)
+                elif os.path.splitext(entry.name)[1].lower() in _EXTENSIONS and entry.is_file():
+                    found.append(entry.path)
+    found.sort()
+    return found
+
+
+def _dir_key(path: str) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
+def decode_image(path: str, draft_size: int | None = None) -> torch.Tensor:
+    """Decode one image file into a uint8 RGB tensor (3, H, W); raise BadImageError naming the file if it cannot be."""
+    try:
+        with Image.open(path) as img:
+            if draft_size and img.format == "JPEG":
+                # Decode at 1/2, 1/4 or 1/8 scale in the DCT domain, keeping both sides >= draft_size.
+                img.draft("RGB", (draft_size, draft_size))
+            img.load()  # decode here, inside the try: a truncated file raises now instead of yielding garbage later
+            array = _rgb_array(img)
+    except Exception as e:  # whatever a decoder raises on a user's file, the file is what is wrong
+        reason = " ".join(str(e).split()) or type(e).__name__
+        raise BadImageError(f"cannot decode image '{path}': {reason}; remove or fix the file") from None
+    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+
+
+def _rgb_array(img: Image.Image) -> np.ndarray:
+    """(H, W, 3) uint8 of any PIL mode; alpha is dropped."""
+    if img.mode in _SIXTEEN_BIT:
+        # PIL's own convert clips 16-bit values at 255; keep the high byte instead (65535 -> 255, 32768 -> 128).
+        gray = (np.clip(np.asarray(img).astype(np.int64), 0, 65535) >> 8).astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")  # PIL warns when a palette image with transparency goes straight to RGB
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    return np.array(img)
+
+
+class FolderImageSet(ImageSet):
+    """Image files decoded on access.
+
+    In: paths of image files; labels (N,) or None (all -1); class names; a name for logs; draft_size,
+    when set, lets JPEGs decode at a reduced scale keeping both sides >= draft_size (faster for big photos).
+    Out: (uint8 RGB tensor (3, H, W), label); sizes vary from file to file.
+    """
+
+    channels = 3
+    native_size = None
+
+    def __init__(
+        self,
+        paths: Sequence[str],
+        labels: Sequence[int] | None = None,
+        classes: list[str] | None = None,
+        name: str = "images",
+        draft_size: int | None = None,
+    ) -> None:
+        # A numpy array, not a list of str: forked DataLoader workers touching Python strings would
+        # write their refcounts and so copy the pages, growing memory with every epoch.
+        self.paths = np.array(paths, dtype=str)
+        n = len(self.paths)
+        self.labels = torch.full((n,), -1, dtype=torch.int64) if labels is None else torch.as_tensor(labels, dtype=torch.int64)
+        if self.labels.shape != (n,):
+            raise SelfsupError(f"FolderImageSet got {n} paths but labels of shape {tuple(self.labels.shape)}; pass one label per path")
+        self.classes, self.name, self.draft_size = classes, name, draft_size
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return decode_image(str(self.paths[i]), self.draft_size), int(self.labels[i])

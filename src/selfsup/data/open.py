@@ -1,0 +1,123 @@
+"""Turn a `--data` spec into image sets: a built-in name, `name:DIR`, or a folder path."""
+
+from __future__ import annotations
+
+import os
+import re
+
+import numpy as np
+
+from selfsup.errors import SelfsupError
+
+from .builtin import BUILTIN, builtin_info, digits_set, load_builtin
+from .folder import IMAGE_EXTENSIONS, FolderImageSet, index_images
+from .images import ImageSet
+from .split import check_fraction, stratified_split
+
+_NO_IMAGES = f"no image files (read: {' '.join(IMAGE_EXTENSIONS)})"
+
+
+def open_unlabeled(spec: str | os.PathLike) -> ImageSet:
+    """Images for pretraining: a built-in's train split, or every image file under a folder (labels -1)."""
+    spec = os.fspath(spec)
+    builtin = _parse_builtin(spec)
+    if builtin is not None:
+        return load_builtin(builtin[0], "train", builtin[1])
+    root = _existing_folder(spec)
+    paths = index_images(root)
+    if not paths:
+        raise SelfsupError(f"'{spec}' contains {_NO_IMAGES}: pass a folder of images or a built-in name")
+    return FolderImageSet(paths, name=spec)
+
+
+def open_labeled(spec: str | os.PathLike, test_fraction: float = 0.2, seed: int = 0) -> tuple[ImageSet, ImageSet]:
+    """(train, test) labeled sets for evaluation.
+
+    A built-in gives its official splits (digits: a stratified split seeded by `seed`). A folder is either
+    DIR/train/<class>/... with DIR/test/<class>/... (or DIR/val/...), or DIR/<class>/... split per class
+    with `test_fraction` and `seed`. Classes are sorted and numbered the same in both sets.
+    """
+    check_fraction(test_fraction)
+    spec = os.fspath(spec)
+    builtin = _parse_builtin(spec)
+    if builtin is not None:
+        name, root = builtin
+        if name == "digits":  # no official split
+            return digits_set("train", test_fraction, seed), digits_set("test", test_fraction, seed)
+        return load_builtin(name, "train", root), load_builtin(name, "test", root)
+    return _labeled_folder(_existing_folder(spec), test_fraction, seed)
+
+
+def _parse_builtin(spec: str) -> tuple[str, str | None] | None:
+    """(name, folder or None) when `spec` names a built-in set, None when it is a path."""
+    if spec in BUILTIN:
+        return spec, None
+    name, colon, folder = spec.partition(":")
+    # "word:..." that is not an existing path means name:DIR (two letters at least, so C:\ stays a path).
+    if not colon or os.path.exists(spec) or not re.fullmatch(r"[A-Za-z][\w-]+", name):
+        return None
+    if builtin_info(name).default_dir is None:  # builtin_info raises for an unknown name
+        raise SelfsupError(f"{name} comes with scikit-learn and is read from no folder: pass {name}")
+    if not folder:
+        raise SelfsupError(f"'{spec}' names no folder after ':': pass {name}:DIR, or just {name}")
+    return name, folder
+
+
+def _existing_folder(spec: str) -> str:
+    path = os.path.expanduser(spec)
+    if not os.path.exists(path):
+        raise SelfsupError(f"'{spec}' does not exist: pass a built-in name ({'|'.join(BUILTIN)}) or an existing folder")
+    if not os.path.isdir(path):
+        raise SelfsupError(f"'{spec}' is a file, not a folder: pass the folder that holds the images, or a built-in name")
+    return path
+
+
+def _labeled_folder(root: str, test_fraction: float, seed: int) -> tuple[FolderImageSet, FolderImageSet]:
+    subfolders = _subfolders(root)
+    held_out = next((d for d in ("test", "val") if d in subfolders), None)
+    if "train" in subfolders and held_out is not None:
+        train, test = _class_files(os.path.join(root, "train")), _class_files(os.path.join(root, held_out))
+        classes = sorted(set(train) | set(test))
+        return (
+            _folder_set(train, classes, os.path.join(root, "train")),
+            _folder_set(test, classes, os.path.join(root, held_out)),
+        )
+    if subfolders == ["train"]:
+        raise SelfsupError(
+            f"'{root}' has a train/ folder but no test/ or val/: add {os.path.join(root, 'test')}/<class>/..., "
+            f"or pass {os.path.join(root, 'train')} to split it with test_fraction"
+        )
+    files = _class_files(root)
+    everything = _folder_set(files, sorted(files), root)
+    train, test = stratified_split(everything.labels.numpy(), test_fraction, seed, everything.classes)
+    return (
+        FolderImageSet(everything.paths[train], everything.labels[train], everything.classes, f"{root}/train"),
+        FolderImageSet(everything.paths[test], everything.labels[test], everything.classes, f"{root}/test"),
+    )
+
+
+def _subfolders(folder: str) -> list[str]:
+    with os.scandir(folder) as entries:
+        return sorted(e.name for e in entries if not e.name.startswith(".") and e.is_dir())
+
+
+def _class_files(folder: str) -> dict[str, list[str]]:
+    """Class name -> image paths (any depth) of each non-hidden subfolder of `folder`."""
+    classes = _subfolders(folder)
+    if not classes:
+        raise SelfsupError(
+            f"'{folder}' has no class subfolders: arrange labeled images as DIR/<class>/... "
+            "or DIR/train/<class>/... with DIR/test/<class>/..."
+        )
+    files = {c: index_images(os.path.join(folder, c)) for c in classes}
+    for c, paths in files.items():
+        if not paths:
+            raise SelfsupError(f"class folder '{os.path.join(folder, c)}' holds {_NO_IMAGES}: add images or remove the folder")
+    return files
+
+
+def _folder_set(files: dict[str, list[str]], classes: list[str], name: str) -> FolderImageSet:
+    """One FolderImageSet of every class's files, labelled by the class's index in `classes`."""
+    paths = [p for c in files for p in files[c]]
+    labels = np.concatenate([np.full(len(files[c]), classes.index(c), dtype=np.int64) for c in files])
+    return FolderImageSet(paths, labels, classes, name)

@@ -1,0 +1,5 @@
+"""Self-supervised losses as standalone modules."""
+
+from selfsup.losses.ntxent import NTXentLoss
+
+__all__ = ["NTXentLoss"]

@@ -1,0 +1,54 @@
+"""What every method shares: its config's common fields and the small contract the trainer uses."""
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from selfsup.nn import create_backbone
+
+
+@dataclass
+class MethodConfig:
+    """Fields every method has; each method subclasses it with its paper's defaults."""
+
+    backbone: str = "resnet18"
+    small_stem: bool = False  # 3x3 stride-1 stem, no max-pool (CIFAR-style) for ResNets
+    optimizer: str = "lars"  # lars | sgd | adamw
+    lr: float = 0.3  # base learning rate for a batch of 256; scaled linearly with the batch
+    weight_decay: float = 1e-6  # never applied to biases and norm layers
+    momentum: float = 0.9  # SGD/LARS momentum, or AdamW's beta1
+    warmup_fraction: float = 0.1  # linear warm-up over this share of all steps, then cosine
+
+
+class Method(nn.Module):
+    """A self-supervised method: backbone + heads + loss, and one training step.
+
+    Subclasses set `name`, `paper`, `config_class`, build their networks in __init__ and
+    implement `default_views` and `training_step`.
+    """
+
+    name: ClassVar[str]
+    paper: ClassVar[str]  # "Authors, Title, Venue Year" in one short line
+    config_class: ClassVar[type[MethodConfig]]
+
+    def __init__(self, config: MethodConfig, in_chans: int = 3):
+        super().__init__()
+        self.config = config
+        self.backbone = create_backbone(config.backbone, in_chans=in_chans, small_stem=config.small_stem)
+
+    def default_views(self, image_size: int, channels: int) -> Any:
+        """The augmentation recipe: a callable uint8 (C, H, W) -> list of float views."""
+        raise NotImplementedError
+
+    def training_step(self, views: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        """views: list of (B, C, S, S) batches -> {"loss": scalar, other scalars to log}."""
+        raise NotImplementedError
+
+    def after_step(self, step: int, max_steps: int) -> None:
+        """Called after each optimiser step (EMA, queues, schedules). Nothing by default."""
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, C, S, S) -> (B, D) backbone features, what evaluation and export use."""
+        return self.backbone(images)

@@ -1,0 +1,38 @@
+"""Name -> method class. A method file registers itself with @register; nothing else changes."""
+
+import dataclasses
+import difflib
+from typing import Any
+
+from selfsup.errors import SelfsupError
+
+METHODS: dict[str, type] = {}
+
+
+def register(cls: type) -> type:
+    METHODS[cls.name] = cls
+    return cls
+
+
+def method_class(name: str) -> type:
+    if name not in METHODS:
+        close = difflib.get_close_matches(name, METHODS, n=2)
+        hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+        raise SelfsupError(f"unknown method '{name}'{hint}; available: {', '.join(sorted(METHODS))} "
+                           "(see `selfsup methods`)")
+    return METHODS[name]
+
+
+def make_config(name: str, **overrides: Any):
+    """The method's config dataclass with the paper's defaults, then `overrides` applied."""
+    config_class = method_class(name).config_class
+    known = {f.name for f in dataclasses.fields(config_class)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise SelfsupError(f"{name} has no option {', '.join(unknown)}; its options are: {', '.join(sorted(known))}")
+    return config_class(**overrides)
+
+
+def create(name: str, in_chans: int = 3, **overrides: Any):
+    """Build method `name` with its paper defaults, changed by `overrides` (e.g. backbone="resnet50")."""
+    return method_class(name)(make_config(name, **overrides), in_chans=in_chans)

@@ -1,0 +1,77 @@
+"""Backbones by name from timm or torchvision, returning pooled features (B, D).
+
+`resnet18` or `timm:resnet18` builds timm's model; `torchvision:resnet18` builds torchvision's.
+Nothing is downloaded: weights always start at random.
+"""
+
+import difflib
+
+import timm
+import torchvision
+from torch import nn
+
+from selfsup.errors import SelfsupError
+
+
+def create_backbone(name: str, in_chans: int = 3, small_stem: bool = False) -> nn.Module:
+    """A feature extractor (B, in_chans, H, W) -> (B, num_features); `.num_features` tells D.
+
+    small_stem: replace a ResNet's stem by a 3x3 stride-1 conv without max-pool, the usual
+    CIFAR variant for 28-64 px images (16x the compute of the ImageNet stem at the same size).
+    """
+    library, _, arch = name.rpartition(":")
+    if library in ("", "timm"):
+        model = _timm(arch, in_chans)
+    elif library == "torchvision":
+        model = _torchvision(arch, in_chans)
+    else:
+        raise SelfsupError(f"unknown backbone library '{library}' in '{name}'; use timm:NAME or torchvision:NAME")
+    if small_stem:
+        _make_small_stem(model, name)
+    return model
+
+
+def _timm(arch: str, in_chans: int) -> nn.Module:
+    if not timm.is_model(arch):
+        close = difflib.get_close_matches(arch, timm.list_models(), n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise SelfsupError(f"unknown backbone '{arch}'{hint}; pass a timm model name such as resnet18, "
+                           "or torchvision:NAME")
+    return timm.create_model(arch, pretrained=False, num_classes=0, in_chans=in_chans)
+
+
+def _torchvision(arch: str, in_chans: int) -> nn.Module:
+    try:
+        model = torchvision.models.get_model(arch, weights=None)
+    except ValueError:
+        close = difflib.get_close_matches(arch, torchvision.models.list_models(), n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise SelfsupError(f"unknown torchvision backbone '{arch}'{hint}") from None
+    if not isinstance(getattr(model, "fc", None), nn.Linear):
+        raise SelfsupError(f"torchvision:{arch} is not supported (only models with a final `fc` layer, "
+                           "such as ResNets); use its timm version instead")
+    model.num_features = model.fc.in_features
+    model.fc = nn.Identity()
+    if in_chans != 3:
+        model.conv1 = _conv_like(model.conv1, in_channels=in_chans)
+    return model
+
+
+def _conv_like(conv: nn.Conv2d, **changes) -> nn.Conv2d:
+    args = dict(in_channels=conv.in_channels, out_channels=conv.out_channels, kernel_size=conv.kernel_size,
+                stride=conv.stride, padding=conv.padding, bias=conv.bias is not None)
+    args.update(changes)
+    return nn.Conv2d(**args)
+
+
+def _make_small_stem(model: nn.Module, name: str) -> None:
+    if not (hasattr(model, "conv1") and hasattr(model, "maxpool")):
+        raise SelfsupError(f"small_stem is only available for ResNet-style backbones, not '{name}'")
+    if isinstance(model.conv1, nn.Conv2d):
+        model.conv1 = _conv_like(model.conv1, kernel_size=3, stride=1, padding=1)
+    else:  # timm's deep stems (resnet*d, resnet*t): a Sequential whose first conv strides
+        first = next(m for m in model.conv1.modules() if isinstance(m, nn.Conv2d))
+        first.stride = (1, 1)
+    model.maxpool = nn.Identity()
+
+

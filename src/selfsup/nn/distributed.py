@@ -1,0 +1,24 @@
+"""Cross-device helpers that keep gradients (losses use them to see every device's samples)."""
+
+import torch
+import torch.distributed as dist
+import torch.distributed.nn.functional as dist_fn
+
+
+def world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """(B, ...) on each of W devices -> (W*B, ...) in rank order, on every device.
+
+    Gradients flow back to the device that produced each slice (the autograd all_gather
+    reduce-scatters them), unlike `torch.distributed.all_gather`, which cuts the graph.
+    """
+    if world_size() == 1:
+        return x
+    return torch.cat(dist_fn.all_gather(x), dim=0)

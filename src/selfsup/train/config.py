@@ -1,0 +1,93 @@
+"""The run's settings outside the method (data, loop, devices) and typed `key=value` overrides."""
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from selfsup.errors import SelfsupError
+
+
+@dataclass
+class TrainConfig:
+    """Everything about a run that is not the method's own hyperparameters."""
+
+    data: str = "fashion-mnist"  # built-in name, name:DIR, or an image folder
+    image_size: int | None = None  # None: the built-in set's own size, 224 for folders
+    epochs: int | None = None  # None with no max_steps: 100 epochs
+    max_steps: int | None = None
+    batch_size: int = 256  # per device
+    num_workers: int | None = None  # None: one fewer than the CPU cores, at most 8
+    seed: int = 0
+    devices: int = 1
+    num_nodes: int = 1
+    accelerator: str = "auto"  # auto | cpu | gpu
+    precision: str = "32-true"  # 32-true | bf16-mixed | 16-mixed
+    checkpoint_every: int = 100  # steps between writes of last.ckpt (also written every epoch)
+    limit_samples: int | None = None  # train on a seeded random subset of this many images
+
+
+def coerce(cls: type, key: str, value: Any) -> Any:
+    """`value` converted to the type of field `key` of dataclass `cls`, or a SelfsupError."""
+    field_type = {f.name: f.type for f in dataclasses.fields(cls)}[key]
+    allowed = typing.get_args(field_type) if isinstance(field_type, types.UnionType) else (field_type,)
+    if value is None and type(None) in allowed:
+        return None
+    for t in allowed:
+        if t is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if t is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if t is bool and isinstance(value, bool):
+            return value
+        if t is str and isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+    names = " or ".join(t.__name__ if t is not type(None) else "null" for t in allowed)
+    raise SelfsupError(f"option {key} expects {names}, got {value!r}")
+
+
+def parse_assignments(pairs: list[str]) -> dict[str, Any]:
+    """['lr=0.1', 'backbone=resnet50'] -> {'lr': 0.1, 'backbone': 'resnet50'} (values read as YAML)."""
+    out = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key:
+            raise SelfsupError(f"--set expects key=value, got '{pair}'")
+        out[key.strip()] = yaml.safe_load(text) if text else ""
+    return out
+
+
+def read_yaml(path: str) -> dict[str, Any]:
+    try:
+        with open(path) as f:
+            loaded = yaml.safe_load(f) or {}
+    except FileNotFoundError:
+        raise SelfsupError(f"config file '{path}' does not exist") from None
+    except yaml.YAMLError as e:
+        raise SelfsupError(f"config file '{path}' is not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(loaded, dict):
+        raise SelfsupError(f"config file '{path}' must hold a mapping of option: value")
+    # A saved run config nests the method's options under `method_config`; accept it as input too.
+    flat = {k: v for k, v in loaded.items() if k not in ("method_config", "train", "method", "version")}
+    flat.update(loaded.get("train") or {})
+    flat.update(loaded.get("method_config") or {})
+    return flat
+
+
+def split_options(options: dict[str, Any], method_config_class: type) -> tuple[dict, dict]:
+    """Flat options -> (method overrides, train overrides), each value type-checked."""
+    method_keys = {f.name for f in dataclasses.fields(method_config_class)}
+    train_keys = {f.name for f in dataclasses.fields(TrainConfig)}
+    method, train = {}, {}
+    for key, value in options.items():
+        if key in method_keys:
+            method[key] = coerce(method_config_class, key, value)
+        elif key in train_keys:
+            train[key] = coerce(TrainConfig, key, value)
+        else:
+            raise SelfsupError(f"unknown option '{key}'; method options: {', '.join(sorted(method_keys))}; "
+                               f"run options: {', '.join(sorted(train_keys))}")
+    return method, train

@@ -1,0 +1,39 @@
+import pytest
+import torch
+from torch import nn
+
+from selfsup.errors import SelfsupError
+from selfsup.nn import create_backbone
+
+
+@pytest.mark.parametrize("name", ["resnet18", "timm:resnet10t", "torchvision:resnet18"])
+def test_pooled_features_for_one_channel_input(name):
+    model = create_backbone(name, in_chans=1)
+    features = model(torch.randn(2, 1, 28, 28))
+    assert features.shape == (2, model.num_features) == (2, 512)
+
+
+def test_small_stem_keeps_resolution_through_the_stem():
+    for name in ("resnet18", "torchvision:resnet18", "resnet10t"):
+        model = create_backbone(name, in_chans=3, small_stem=True)
+        assert isinstance(model.maxpool, nn.Identity)
+        first = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+        assert first.stride == (1, 1)
+        stem = model.conv1 if isinstance(model.conv1, nn.Conv2d) else model.conv1[0]
+        assert stem(torch.randn(1, 3, 32, 32)).shape[-1] == 32
+    regular = create_backbone("resnet18", in_chans=3)
+    assert regular.conv1(torch.randn(1, 3, 32, 32)).shape[-1] == 16
+
+
+def test_unknown_names_suggest_close_ones():
+    with pytest.raises(SelfsupError, match="did you mean.*resnet18"):
+        create_backbone("resnet181")
+    with pytest.raises(SelfsupError, match="unknown torchvision backbone"):
+        create_backbone("torchvision:resnot18")
+    with pytest.raises(SelfsupError, match="library"):
+        create_backbone("keras:resnet18")
+
+
+def test_small_stem_refused_for_non_resnets():
+    with pytest.raises(SelfsupError, match="ResNet-style"):
+        create_backbone("vit_tiny_patch16_224", small_stem=True)
