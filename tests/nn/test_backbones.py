@@ -37,3 +37,13 @@ def test_unknown_names_suggest_close_ones():
 def test_small_stem_refused_for_non_resnets():
     with pytest.raises(SelfsupError, match="ResNet-style"):
         create_backbone("vit_tiny_patch16_224", small_stem=True)
+
+
+def test_residual_blocks_do_not_start_as_identity():
+    # timm zeroes each block's last BN by default, which collapses random-init features
+    # (kNN near chance on Fashion-MNIST); ours start like torchvision's.
+    for name in ("resnet18", "resnet10t", "resnet50"):
+        model = create_backbone(name, in_chans=1)
+        last_bns = [block.bn3 if hasattr(block, "bn3") else block.bn2 for block in model.layer1]
+        assert all(bool((bn.weight == 1).all()) for bn in last_bns), name
+    assert create_backbone("vit_tiny_patch16_224", in_chans=3).num_features == 192  # no zero_init_last option

@@ -37,7 +37,14 @@ def _timm(arch: str, in_chans: int) -> nn.Module:
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
         raise SelfsupError(f"unknown backbone '{arch}'{hint}; pass a timm model name such as resnet18, "
                            "or torchvision:NAME")
-    return timm.create_model(arch, pretrained=False, num_classes=0, in_chans=in_chans)
+    try:
+        # timm ResNets zero the last BN of every block by default (a large-batch supervised trick);
+        # at random init their features then collapse (mean cosine ~0.99 on Fashion-MNIST, kNN
+        # near chance), so the random-init baseline would be meaningless. torchvision, lightly
+        # and solo-learn start without it; so do we.
+        return timm.create_model(arch, pretrained=False, num_classes=0, in_chans=in_chans, zero_init_last=False)
+    except TypeError:  # architectures without that option
+        return timm.create_model(arch, pretrained=False, num_classes=0, in_chans=in_chans)
 
 
 def _torchvision(arch: str, in_chans: int) -> nn.Module:

@@ -9,7 +9,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from selfsup.checkpoints import read_checkpoint, write_atomic
 from selfsup.errors import SelfsupError
 from selfsup.methods import Method
-from selfsup.train.optim import WarmupCosine, create_optimizer
+from selfsup.train.optim import warmup_cosine, create_optimizer
 
 REFERENCE_BATCH = 256  # learning rates are given for this batch and scaled linearly
 
@@ -43,7 +43,7 @@ class SelfsupModule(L.LightningModule):
         lr = config.lr * global_batch / REFERENCE_BATCH
         optimizer = create_optimizer(self.method, config.optimizer, lr, config.weight_decay, config.momentum)
         total = int(self.trainer.estimated_stepping_batches)
-        schedule = WarmupCosine(int(config.warmup_fraction * total), total)
+        schedule = warmup_cosine(int(config.warmup_fraction * total), total)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 

@@ -2,6 +2,7 @@
 biases and norm layers, learning rate scaled with the batch, linear warm-up then cosine decay."""
 
 import math
+from collections.abc import Callable
 
 import torch
 from timm.optim import Lars
@@ -33,17 +34,18 @@ def create_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float
     raise SelfsupError(f"unknown optimizer '{name}'; use lars, sgd or adamw")
 
 
-class WarmupCosine:
+def warmup_cosine(warmup: int, total: int) -> Callable[[int], float]:
     """LambdaLR factor: linear 0 -> 1 over `warmup` steps, then cosine 1 -> 0 at `total`.
 
-    A callable object rather than a lambda so that LambdaLR stores it in checkpoints.
+    A plain function on purpose: LambdaLR leaves functions out of its state_dict, so a resumed
+    run rebuilds the schedule for its own (possibly extended) total instead of the saved one.
     """
+    total = max(total, 1)
 
-    def __init__(self, warmup: int, total: int):
-        self.warmup, self.total = warmup, max(total, 1)
-
-    def __call__(self, step: int) -> float:
-        if step < self.warmup:
-            return (step + 1) / self.warmup
-        progress = (step - self.warmup) / max(self.total - self.warmup, 1)
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(total - warmup, 1)
         return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+    return factor

