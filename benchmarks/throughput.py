@@ -4,8 +4,8 @@ Two measurements with the same backbone, batch size and image size, in one proce
 
 - model-only: a SimCLR step (both views forward, NT-Xent, backward, SGD step) on random float
   tensors already in memory -- the most the model can do on this machine;
-- pipeline: the same step fed by what `selfsup train` uses: Fashion-MNIST -> `ViewSet` with the
-  method's default views -> the DataLoader from `selfsup.train.run._loader`.
+- pipeline: the same step fed by what `selfsup train` uses: Fashion-MNIST -> `TransformedImages` with the
+  method's default views -> the DataLoader from `selfsup.train.run.train_loader`.
 
 Speeds on a shared 2-core machine drift by 2x between runs, so only the ratio pipeline /
 model-only from one run means much. The two alternate in rounds after a warm-up to spread the
@@ -31,7 +31,8 @@ import torch
 from selfsup.data import open_unlabeled
 from selfsup.methods import create
 from selfsup.train.config import TrainConfig, parse_assignments
-from selfsup.train.run import ViewSet, _loader
+from selfsup.train.run import train_loader
+from selfsup.views import TransformedImages
 
 
 def step(method: torch.nn.Module, optimizer: torch.optim.Optimizer, views: list[torch.Tensor]) -> None:
@@ -49,9 +50,9 @@ def model_only_round(method, optimizer, views: list[torch.Tensor], steps: int) -
     return time.perf_counter() - start
 
 
-def pipeline_round(method, optimizer, dataset: ViewSet, config: TrainConfig, steps: int) -> float:
+def pipeline_round(method, optimizer, dataset: TransformedImages, config: TrainConfig, steps: int) -> float:
     """Seconds for `steps` steps fed by a fresh selfsup DataLoader, after one untimed step."""
-    loader = _loader(dataset, config)
+    loader = train_loader(dataset, config)
     batches = iter(loader)
     step(method, optimizer, next(batches)[0])  # untimed: worker start-up and the first batch
     start = time.perf_counter()
@@ -105,9 +106,9 @@ def main() -> None:
     size, channels, batch = args.image_size or images.native_size, images.channels, args.batch_size
     method = create("simclr", in_chans=channels, backbone=args.backbone, **parse_assignments(args.set)).train()
     optimizer = torch.optim.SGD(method.parameters(), lr=0.01, momentum=0.9)
-    dataset = ViewSet(images, method.default_views(size, channels))
+    dataset = TransformedImages(images, method.default_views(size, channels))
     config = TrainConfig(batch_size=batch, num_workers=args.num_workers)
-    workers = _loader(dataset, config).num_workers  # what selfsup picked when --num-workers is None
+    workers = train_loader(dataset, config).num_workers  # what selfsup picked when --num-workers is None
     random_views = [torch.randn(batch, channels, size, size) for _ in range(2)]
 
     model_only_round(method, optimizer, random_views, 1)  # warm-up: allocator, kernels

@@ -14,7 +14,7 @@ from selfsup.cli import main
 from selfsup.errors import SelfsupError
 
 TINY = ["--backbone", "resnet10t", "--batch-size", "32", "--num-workers", "0", "--no-progress",
-        "--set", "proj_hidden_dim=32", "--set", "proj_dim=16"]
+        "--set", "proj_hidden_dim=32", "--set", "proj_dim=16", "--set", "backbone_kwargs={channels: [16, 32, 64, 128]}"]
 
 
 def run(capsys, *argv):
@@ -106,6 +106,7 @@ def test_export_round_trip(trained, tmp_path, capsys):
     assert code == 0, err
     sidecar = json.loads((tmp_path / "backbone.json").read_text())
     assert (sidecar["library"], sidecar["architecture"], sidecar["in_chans"]) == ("timm", "resnet10t", 1)
+    assert sidecar["kwargs"] == {"channels": [16, 32, 64, 128]} and sidecar["num_features"] == 128
     exported = load_exported(tmp_path / "backbone.safetensors").eval()
     original, _ = backbone_from_checkpoint(trained / "checkpoints" / "last.ckpt")
     x = torch.randn(2, 1, 8, 8)
@@ -127,11 +128,13 @@ def _bad_folder(tmp_path, kind):
     (["train", "simclr", "--data", "/no/such/folder"], "'/no/such/folder' does not exist"),
     (["train", "simclr", "--data", "{empty}"], "no image files"),
     (["train", "simclr", "--data", "{no-images}"], "no image files"),
-    (["train", "simclr", "--data", "{corrupt}", "--image-size", "8", "--max-steps", "3"], "broken.png"),
+    (["train", "simclr", "--data", "{corrupt}", "--image-size", "8", "--max-steps", "1", "--batch-size", "41",
+      "--backbone", "resnet10t"], "broken.png"),
     (["train", "byol2"], "unknown method 'byol2'"),
     (["train", "simclr", "--data", "digits", "--backbone", "resnet1800"], "unknown backbone 'resnet1800'"),
     (["train", "simclr", "--data", "digits", "--set", "lr=fast"], "option lr expects float"),
     (["train", "simclr", "--data", "digits", "--set", "tau=0.1"], "unknown option 'tau'"),
+    (["train", "simclr", "--data", "digits", "--set", "backbone_kwargs={depth: 3}"], "does not accept these options"),
     (["train", "simclr", "--data", "digits", "--batch-size", "5000"], "fewer than one batch"),
     (["eval", "knn", "--checkpoint", "/no/such.ckpt", "--data", "digits"], "does not exist"),
     (["train", "simclr", "--resume", "--data", "digits"], "cannot resume"),

@@ -58,7 +58,8 @@ def backbone_from_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any
     checkpoint = read_checkpoint(path)
     meta = checkpoint["selfsup"]
     config = meta["method_config"]
-    backbone = create_backbone(config["backbone"], in_chans=meta["in_chans"], small_stem=config["small_stem"])
+    backbone = create_backbone(config["backbone"], in_chans=meta["in_chans"], small_stem=config["small_stem"],
+                               **config.get("backbone_kwargs", {}))
     state = {k[len(BACKBONE_PREFIX):]: v for k, v in checkpoint["state_dict"].items()
              if k.startswith(BACKBONE_PREFIX)}
     backbone.load_state_dict(state)
@@ -78,12 +79,14 @@ def export_backbone(checkpoint_path: str | Path, out: str | Path) -> Path:
         "architecture": arch,
         "in_chans": meta["in_chans"],
         "small_stem": meta["method_config"]["small_stem"],
+        "kwargs": meta["method_config"].get("backbone_kwargs", {}),
         "num_features": int(backbone.num_features),
         "image_size": meta["image_size"],
         "method": meta["method"],
         "selfsup_version": __version__,
         "how_to_load": "selfsup.checkpoints.load_exported(PATH), or build the architecture with "
-                       "num_classes=0 and in_chans, then load_state_dict(safetensors.torch.load_file(PATH))",
+                       "num_classes=0, in_chans and kwargs (and the small stem if set), then "
+                       "load_state_dict(safetensors.torch.load_file(PATH))",
     }
     sidecar_path = out.with_suffix(".json")
     sidecar_path.write_text(json.dumps(sidecar, indent=2))
@@ -95,6 +98,7 @@ def load_exported(path: str | Path) -> nn.Module:
     path = Path(path)
     sidecar = json.loads(path.with_suffix(".json").read_text())
     name = f"{sidecar['library']}:{sidecar['architecture']}"
-    backbone = create_backbone(name, in_chans=sidecar["in_chans"], small_stem=sidecar["small_stem"])
+    backbone = create_backbone(name, in_chans=sidecar["in_chans"], small_stem=sidecar["small_stem"],
+                               **sidecar.get("kwargs", {}))
     backbone.load_state_dict(safetensors.torch.load_file(str(path)))
     return backbone

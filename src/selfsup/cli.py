@@ -74,6 +74,8 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--temperature", type=float, default=0.07, help="knn vote weight exp(s/T) [0.07]")
     evaluate.add_argument("--backbone", default="resnet18", help="architecture for --checkpoint random")
     evaluate.add_argument("--small-stem", action="store_true", help="for --checkpoint random")
+    evaluate.add_argument("--backbone-kwargs", type=_yaml_mapping, default={},
+                          help="for --checkpoint random: constructor options as YAML, e.g. '{channels: [32, 64, 128, 256]}'")
     evaluate.add_argument("--image-size", type=int, help="input side [the checkpoint's]")
     evaluate.add_argument("--test-fraction", type=float, default=0.2, help="for a folder without train/test [0.2]")
     evaluate.add_argument("--seed", type=int, default=0)
@@ -86,6 +88,18 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--out", required=True, help="FILE.safetensors")
     export.set_defaults(run=_export)
     return parser
+
+
+def _yaml_mapping(text: str) -> dict:
+    import yaml
+
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        value = None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a YAML mapping such as '{{channels: [32, 64]}}', got {text!r}")
+    return value
 
 
 def _methods(args: argparse.Namespace) -> None:
@@ -112,7 +126,8 @@ def _eval(args: argparse.Namespace) -> None:
 
     result = evaluate(args.protocol, args.checkpoint, data=args.data, k=args.k, temperature=args.temperature,
                       backbone=args.backbone, small_stem=args.small_stem, image_size=args.image_size,
-                      test_fraction=args.test_fraction, seed=args.seed, out=args.out, batch_size=args.batch_size)
+                      test_fraction=args.test_fraction, seed=args.seed, out=args.out, batch_size=args.batch_size,
+                      backbone_kwargs=args.backbone_kwargs)
     knn = f" (k={result['k']}, T={result['temperature']})" if args.protocol == "knn" else ""
     print(f"{args.protocol} top-1 {result['top1']:.4f}{knn} | {result['encoder']} | {result['data']} "
           f"{result['n_train']} train / {result['n_test']} test | {result['seconds']}s | {result['json']}")

@@ -34,6 +34,15 @@ def test_unknown_names_suggest_close_ones():
         create_backbone("keras:resnet18")
 
 
+def test_constructor_options_pass_through():
+    narrow = create_backbone("resnet18", in_chans=1, channels=(16, 32, 64, 128))
+    assert narrow.num_features == 128 and narrow(torch.randn(2, 1, 28, 28)).shape == (2, 128)
+    vit = create_backbone("vit_tiny_patch16_224", in_chans=1, img_size=28, patch_size=4)
+    assert vit(torch.randn(2, 1, 28, 28)).shape == (2, 192)
+    with pytest.raises(SelfsupError, match="does not accept these options"):
+        create_backbone("resnet18", bogus=1)
+
+
 def test_small_stem_refused_for_non_resnets():
     with pytest.raises(SelfsupError, match="ResNet-style"):
         create_backbone("vit_tiny_patch16_224", small_stem=True)

@@ -16,6 +16,9 @@ def test_coercion_follows_the_field_types():
     assert coerce(SimCLRConfig, "lr", 1) == 1.0 and isinstance(coerce(SimCLRConfig, "lr", 1), float)
     assert coerce(TrainConfig, "max_steps", None) is None
     assert coerce(TrainConfig, "data", 7) == "7"
+    assert coerce(SimCLRConfig, "backbone_kwargs", {"patch_size": 4}) == {"patch_size": 4}
+    with pytest.raises(SelfsupError, match="expects dict"):
+        coerce(SimCLRConfig, "backbone_kwargs", "patch_size=4")
     with pytest.raises(SelfsupError, match="option epochs expects int or null, got 'ten'"):
         coerce(TrainConfig, "epochs", "ten")
     with pytest.raises(SelfsupError, match="option lr expects float"):

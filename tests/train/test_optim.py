@@ -6,7 +6,7 @@ from timm.optim import Lars
 from torch import nn
 
 from selfsup.errors import SelfsupError
-from selfsup.train.optim import warmup_cosine, create_optimizer, parameter_groups
+from selfsup.train.optim import create_optimizer, parameter_groups, warmup_cosine
 
 
 def test_no_weight_decay_on_biases_and_norms():

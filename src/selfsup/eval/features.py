@@ -8,7 +8,7 @@ from tqdm import tqdm
 from selfsup.checkpoints import backbone_from_checkpoint
 from selfsup.errors import SelfsupError
 from selfsup.nn import create_backbone
-from selfsup.views import EvalTransform
+from selfsup.views import EvalTransform, TransformedImages
 
 
 class Encoder(nn.Module):
@@ -38,7 +38,8 @@ def _match_channels(image: torch.Tensor, in_chans: int) -> torch.Tensor:
 
 
 def load_encoder(checkpoint: str, channels: int, native_size: int | None, backbone: str = "resnet18",
-                 small_stem: bool = False, image_size: int | None = None) -> Encoder:
+                 small_stem: bool = False, image_size: int | None = None,
+                 backbone_kwargs: dict | None = None) -> Encoder:
     """The encoder to evaluate: a checkpoint's backbone, 'random' (an untrained `backbone`), or
     'pixels' (the preprocessed image, flattened). Channels and size come from the data unless
     the checkpoint fixes them."""
@@ -46,23 +47,11 @@ def load_encoder(checkpoint: str, channels: int, native_size: int | None, backbo
     if checkpoint == "pixels":
         return Encoder(nn.Flatten(), size, channels, "raw pixels")
     if checkpoint == "random":
-        model = create_backbone(backbone, in_chans=channels, small_stem=small_stem)
+        model = create_backbone(backbone, in_chans=channels, small_stem=small_stem, **(backbone_kwargs or {}))
         return Encoder(model, size, channels, f"random-init {backbone}")
     model, meta = backbone_from_checkpoint(checkpoint)
     description = f"{meta['method']} {meta['method_config']['backbone']}"
     return Encoder(model, image_size or meta["image_size"], meta["in_chans"], description)
-
-
-class _Transformed(Dataset):
-    def __init__(self, images: Dataset, transform):
-        self.images, self.transform = images, transform
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, i: int):
-        image, label = self.images[i]
-        return self.transform(image), label
 
 
 @torch.no_grad()
@@ -72,7 +61,7 @@ def extract_features(encoder: Encoder, images: Dataset, batch_size: int = 256, n
     if len(images) == 0:
         raise SelfsupError(f"no images to evaluate in {getattr(images, 'name', 'the data set')}")
     encoder.eval()
-    loader = DataLoader(_Transformed(images, encoder.transform), batch_size=batch_size, num_workers=num_workers)
+    loader = DataLoader(TransformedImages(images, encoder.transform), batch_size=batch_size, num_workers=num_workers)
     features, labels = [], []
     for batch, label in tqdm(loader, desc=desc, leave=False, disable=None):
         features.append(encoder(batch).float())

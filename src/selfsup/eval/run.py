@@ -17,13 +17,15 @@ from selfsup.eval.linear import linear_probe
 def evaluate(protocol: str, checkpoint: str, data: str = "fashion-mnist", k: int = 200,
              temperature: float = 0.07, backbone: str = "resnet18", small_stem: bool = False,
              image_size: int | None = None, test_fraction: float = 0.2, seed: int = 0,
-             out: str | None = None, batch_size: int = 256, num_workers: int = 0) -> dict[str, Any]:
+             out: str | None = None, batch_size: int = 256, num_workers: int = 0,
+             backbone_kwargs: dict | None = None) -> dict[str, Any]:
     """Top-1 of `protocol` ('knn' or 'linear') on frozen features; writes and returns the result."""
     if protocol not in ("knn", "linear"):
         raise SelfsupError(f"unknown evaluation '{protocol}'; use knn or linear")
     start = time.time()
     train_set, test_set = open_labeled(data, test_fraction=test_fraction, seed=seed)
-    encoder = load_encoder(checkpoint, train_set.channels, train_set.native_size, backbone, small_stem, image_size)
+    encoder = load_encoder(checkpoint, train_set.channels, train_set.native_size, backbone, small_stem, image_size,
+                           backbone_kwargs)
     torch.manual_seed(seed)
     train_x, train_y = extract_features(encoder, train_set, batch_size, num_workers, desc="train features")
     test_x, test_y = extract_features(encoder, test_set, batch_size, num_workers, desc="test features")

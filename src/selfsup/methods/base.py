@@ -1,6 +1,6 @@
 """What every method shares: its config's common fields and the small contract the trainer uses."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
@@ -15,6 +15,7 @@ class MethodConfig:
 
     backbone: str = "resnet18"
     small_stem: bool = False  # 3x3 stride-1 stem, no max-pool (CIFAR-style) for ResNets
+    backbone_kwargs: dict = field(default_factory=dict)  # to timm/torchvision, e.g. {patch_size: 4}
     optimizer: str = "lars"  # lars | sgd | adamw
     lr: float = 0.3  # base learning rate for a batch of 256; scaled linearly with the batch
     weight_decay: float = 1e-6  # never applied to biases and norm layers
@@ -36,7 +37,8 @@ class Method(nn.Module):
     def __init__(self, config: MethodConfig, in_chans: int = 3):
         super().__init__()
         self.config = config
-        self.backbone = create_backbone(config.backbone, in_chans=in_chans, small_stem=config.small_stem)
+        self.backbone = create_backbone(config.backbone, in_chans=in_chans, small_stem=config.small_stem,
+                                        **config.backbone_kwargs)
 
     def default_views(self, image_size: int, channels: int) -> Any:
         """The augmentation recipe: a callable uint8 (C, H, W) -> list of float views."""

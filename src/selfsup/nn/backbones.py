@@ -5,6 +5,7 @@ Nothing is downloaded: weights always start at random.
 """
 
 import difflib
+from typing import Any
 
 import timm
 import torchvision
@@ -13,17 +14,19 @@ from torch import nn
 from selfsup.errors import SelfsupError
 
 
-def create_backbone(name: str, in_chans: int = 3, small_stem: bool = False) -> nn.Module:
+def create_backbone(name: str, in_chans: int = 3, small_stem: bool = False, **kwargs: Any) -> nn.Module:
     """A feature extractor (B, in_chans, H, W) -> (B, num_features); `.num_features` tells D.
 
     small_stem: replace a ResNet's stem by a 3x3 stride-1 conv without max-pool, the usual
     CIFAR variant for 28-64 px images (16x the compute of the ImageNet stem at the same size).
+    kwargs go to the library's constructor, e.g. channels=(32, 64, 128, 256) for a half-width
+    timm ResNet, or img_size=28, patch_size=4 for a timm ViT on small images.
     """
     library, _, arch = name.rpartition(":")
     if library in ("", "timm"):
-        model = _timm(arch, in_chans)
+        model = _timm(arch, in_chans, kwargs)
     elif library == "torchvision":
-        model = _torchvision(arch, in_chans)
+        model = _torchvision(arch, in_chans, kwargs)
     else:
         raise SelfsupError(f"unknown backbone library '{library}' in '{name}'; use timm:NAME or torchvision:NAME")
     if small_stem:
@@ -31,7 +34,7 @@ def create_backbone(name: str, in_chans: int = 3, small_stem: bool = False) -> n
     return model
 
 
-def _timm(arch: str, in_chans: int) -> nn.Module:
+def _timm(arch: str, in_chans: int, kwargs: dict) -> nn.Module:
     if not timm.is_model(arch):
         close = difflib.get_close_matches(arch, timm.list_models(), n=3)
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
@@ -42,14 +45,22 @@ def _timm(arch: str, in_chans: int) -> nn.Module:
         # at random init their features then collapse (mean cosine ~0.99 on Fashion-MNIST, kNN
         # near chance), so the random-init baseline would be meaningless. torchvision, lightly
         # and solo-learn start without it; so do we.
-        return timm.create_model(arch, pretrained=False, num_classes=0, in_chans=in_chans, zero_init_last=False)
-    except TypeError:  # architectures without that option
-        return timm.create_model(arch, pretrained=False, num_classes=0, in_chans=in_chans)
+        return _construct(timm.create_model, arch, pretrained=False, num_classes=0, in_chans=in_chans,
+                          **{"zero_init_last": False, **kwargs})
+    except SelfsupError:  # architectures without that option
+        return _construct(timm.create_model, arch, pretrained=False, num_classes=0, in_chans=in_chans, **kwargs)
 
 
-def _torchvision(arch: str, in_chans: int) -> nn.Module:
+def _construct(factory, arch: str, **kwargs: Any) -> nn.Module:
     try:
-        model = torchvision.models.get_model(arch, weights=None)
+        return factory(arch, **kwargs)
+    except TypeError as e:
+        raise SelfsupError(f"backbone {arch} does not accept these options: {e}; check backbone_kwargs") from None
+
+
+def _torchvision(arch: str, in_chans: int, kwargs: dict) -> nn.Module:
+    try:
+        model = _construct(torchvision.models.get_model, arch, weights=None, **kwargs)
     except ValueError:
         close = difflib.get_close_matches(arch, torchvision.models.list_models(), n=3)
         hint = f" (did you mean {', '.join(close)}?)" if close else ""

@@ -43,6 +43,8 @@ def coerce(cls: type, key: str, value: Any) -> Any:
             return value
         if t is bool and isinstance(value, bool):
             return value
+        if t is dict and isinstance(value, dict):
+            return value
         if t is str and isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
     names = " or ".join(t.__name__ if t is not type(None) else "null" for t in allowed)

@@ -9,7 +9,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from selfsup.checkpoints import read_checkpoint, write_atomic
 from selfsup.errors import SelfsupError
 from selfsup.methods import Method
-from selfsup.train.optim import warmup_cosine, create_optimizer
+from selfsup.train.optim import create_optimizer, warmup_cosine
 
 REFERENCE_BATCH = 256  # learning rates are given for this batch and scaled linearly
 

@@ -21,23 +21,10 @@ from selfsup.errors import SelfsupError
 from selfsup.methods import method_class
 from selfsup.train.config import TrainConfig, split_options
 from selfsup.train.module import AtomicCheckpointIO, LastCheckpoint, SelfsupModule
+from selfsup.views import TransformedImages
 
 DEFAULT_EPOCHS = 100
 FOLDER_IMAGE_SIZE = 224
-
-
-class ViewSet(Dataset):
-    """(image, label) samples -> (list of views, label)."""
-
-    def __init__(self, images: Dataset, views):
-        self.images, self.views = images, views
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, i: int):
-        image, label = self.images[i]
-        return self.views(image), label
 
 
 def train(method_name: str, options: dict[str, Any], out: str | None = None, resume: bool = False,
@@ -76,7 +63,7 @@ def train(method_name: str, options: dict[str, Any], out: str | None = None, res
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
 
-    loader = _loader(ViewSet(images, method.default_views(image_size, channels)), config)
+    loader = train_loader(TransformedImages(images, method.default_views(image_size, channels)), config)
     trainer = _trainer(config, run_dir, last, progress)
     n_params = sum(p.numel() for p in method.backbone.parameters()) / 1e6
     print(f"{method_name} | {method.config.backbone} ({n_params:.1f}M params, {channels}x{image_size}px) | "
@@ -108,7 +95,7 @@ def _saved_options(last: Path, method_name: str) -> dict[str, Any]:
     return {**meta["train"], **meta["method_config"]}
 
 
-def _loader(dataset: Dataset, config: TrainConfig) -> DataLoader:
+def train_loader(dataset: Dataset, config: TrainConfig) -> DataLoader:
     workers = config.num_workers
     if workers is None:
         workers = min(8, (os.cpu_count() or 2) - 1)
