@@ -4,8 +4,10 @@ Two measurements with the same backbone, batch size and image size, in one proce
 
 - model-only: a SimCLR step (both views forward, NT-Xent, backward, SGD step) on random float
   tensors already in memory -- the most the model can do on this machine;
-- pipeline: the same step fed by what `selfsup train` uses: Fashion-MNIST -> `TransformedImages` with the
-  method's default views -> the DataLoader from `selfsup.train.run.train_loader`.
+- pipeline (per-sample views): Fashion-MNIST -> `TransformedImages` with the method's views
+  (torchvision, one image at a time) -> the DataLoader from `selfsup.train.run.train_loader`;
+- pipeline (batched views): the DataLoader only stacks uint8 images and the views are made for
+  the whole batch at once (kornia), as `selfsup train` does by default for in-memory data.
 
 Speeds on a shared 2-core machine drift by 2x between runs, so only the ratio pipeline /
 model-only from one run means much. The two alternate in rounds after a warm-up to spread the
@@ -50,15 +52,16 @@ def model_only_round(method, optimizer, views: list[torch.Tensor], steps: int) -
     return time.perf_counter() - start
 
 
-def pipeline_round(method, optimizer, dataset: TransformedImages, config: TrainConfig, steps: int) -> float:
+def pipeline_round(method, optimizer, dataset, config: TrainConfig, steps: int, batch_views=None) -> float:
     """Seconds for `steps` steps fed by a fresh selfsup DataLoader, after one untimed step."""
-    loader = train_loader(dataset, config)
+    loader = train_loader(dataset, config, batched=batch_views is not None)
     batches = iter(loader)
-    step(method, optimizer, next(batches)[0])  # untimed: worker start-up and the first batch
+    make_views = batch_views.batch if batch_views is not None else (lambda views: views)
+    step(method, optimizer, make_views(next(batches)[0]))  # untimed: worker start-up and the first batch
     start = time.perf_counter()
     for _ in range(steps):
         views, _labels = next(batches)
-        step(method, optimizer, views)
+        step(method, optimizer, make_views(views))
     seconds = time.perf_counter() - start
     del batches, loader  # shuts persistent workers down before the next model-only round
     return seconds
@@ -82,7 +85,8 @@ def table(results: dict, command: str) -> str:
         *(f"| {name} | {' / '.join(f'{x:.0f}' for x in r[key]['per_round'])} | {r[key]['pairs_per_s']:.1f} | "
           f"{r[key]['pairs_per_s'] / r['model_only']['pairs_per_s']:.2f} |"
           for name, key in [("model-only (random tensors in memory)", "model_only"),
-                            ("full pipeline (Fashion-MNIST -> views -> DataLoader)", "pipeline")]),
+                            ("full pipeline, per-sample views in DataLoader workers", "pipeline"),
+                            ("full pipeline, batched views after the DataLoader", "pipeline_batched")]),
         "", f"peak RSS: main process {r['peak_rss_mib']['main']:.0f} MiB, "
         f"largest loader worker {r['peak_rss_mib']['largest_worker']:.0f} MiB (counts pages shared with the main process)",
     ])
@@ -96,7 +100,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--num-workers", type=int, default=None, help="default: what selfsup's loader picks")
     parser.add_argument("--image-size", type=int, default=None, help="default: the data set's own (28)")
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="SimCLR config overrides")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="SimCLR config override")
     parser.add_argument("--out", default="benchmarks/results/throughput")
     args = parser.parse_args()
     command = shlex.join([".venv/bin/python", *sys.argv])
@@ -112,12 +116,15 @@ def main() -> None:
     random_views = [torch.randn(batch, channels, size, size) for _ in range(2)]
 
     model_only_round(method, optimizer, random_views, 1)  # warm-up: allocator, kernels
-    seconds = {"model_only": [], "pipeline": []}
+    seconds = {"model_only": [], "pipeline": [], "pipeline_batched": []}
     for r in range(args.rounds):
         seconds["model_only"].append(model_only_round(method, optimizer, random_views, args.steps))
         seconds["pipeline"].append(pipeline_round(method, optimizer, dataset, config, args.steps))
+        seconds["pipeline_batched"].append(
+            pipeline_round(method, optimizer, images, config, args.steps, batch_views=dataset.transform))
         print(f"round {r + 1}/{args.rounds}: model-only {seconds['model_only'][-1]:.1f}s, "
-              f"pipeline {seconds['pipeline'][-1]:.1f}s for {args.steps} steps each", flush=True)
+              f"per-sample pipeline {seconds['pipeline'][-1]:.1f}s, "
+              f"batched pipeline {seconds['pipeline_batched'][-1]:.1f}s for {args.steps} steps each", flush=True)
 
     results = {
         "config": {"backbone": args.backbone, "batch_size": batch, "image_size": size, "channels": channels,
@@ -130,7 +137,8 @@ def main() -> None:
                     "torch_threads": torch.get_num_threads(), "platform": platform.platform(),
                     "date": time.strftime("%Y-%m-%d %H:%M:%S %z"), "command": command},
     }
-    results["ratio_pipeline_over_model_only"] = results["pipeline"]["pairs_per_s"] / results["model_only"]["pairs_per_s"]
+    for key in ("pipeline", "pipeline_batched"):
+        results[f"ratio_{key}_over_model_only"] = results[key]["pairs_per_s"] / results["model_only"]["pairs_per_s"]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(f"{args.out}.json").write_text(json.dumps(results, indent=2) + "\n")
     markdown = table(results, command)

@@ -39,3 +39,30 @@ def test_eval_transform_is_deterministic_and_centre_crops():
     out = transform(image)
     assert out.shape == (3, 16, 16)
     torch.testing.assert_close(out, transform(image))
+
+
+def test_batched_views_draw_parameters_per_sample():
+    torch.manual_seed(0)
+    same = _image(1, 28).expand(16, -1, -1, -1)  # sixteen copies of one image
+    views = SimCLRViews(28, 1, min_scale=0.2).batch(same)
+    assert len(views) == 2 and all(v.shape == (16, 1, 28, 28) and v.dtype == torch.float32 for v in views)
+    flat = views[0].flatten(1)
+    assert len({tuple(row.tolist()) for row in flat}) == 16  # every copy got its own crop/jitter
+    assert not torch.equal(views[0], views[1])
+
+
+def test_batched_views_match_the_per_sample_recipe_in_distribution():
+    from selfsup.data import load_builtin
+
+    images = load_builtin("fashion-mnist").images[:1024]
+    recipe = SimCLRViews(28, 1, min_scale=0.2)
+    torch.manual_seed(0)
+    batched = recipe.batch(images)[0]
+    per_sample = torch.stack([recipe(im)[0] for im in images])
+    # per-image means spread ~0.4, so their average over 1024 images has a standard error ~0.013
+    for stat in (lambda v: v.mean(dim=(1, 2, 3)), lambda v: v.std(dim=(1, 2, 3))):
+        assert abs(stat(batched).mean() - stat(per_sample).mean()) < 0.06
+        assert abs(stat(batched).std() - stat(per_sample).std()) < 0.06
+    # the same fraction of pixels stays background-dark after the crop (scale distribution)
+    dark = lambda v: (v < -0.9).float().mean()  # noqa: E731
+    assert abs(dark(batched) - dark(per_sample)) < 0.05

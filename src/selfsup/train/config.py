@@ -20,7 +20,8 @@ class TrainConfig:
     epochs: int | None = None  # None with no max_steps: 100 epochs
     max_steps: int | None = None
     batch_size: int = 256  # per device
-    num_workers: int | None = None  # None: one fewer than the CPU cores, at most 8
+    num_workers: int | None = None  # None: 0 with batched views, else one fewer than the cores, at most 8
+    batched_views: bool | None = None  # augment whole batches on the device; None: when images share one size
     seed: int = 0
     devices: int = 1
     num_nodes: int = 1

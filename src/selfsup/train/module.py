@@ -18,10 +18,17 @@ class SelfsupModule(L.LightningModule):
     """Wraps a Method: runs its training step, owns its optimiser and schedule, and stores the
     `meta` dict (method name, configs, data shape, version) in every checkpoint."""
 
-    def __init__(self, method: Method, meta: dict[str, Any]):
+    def __init__(self, method: Method, meta: dict[str, Any], batch_views: Any = None):
         super().__init__()
         self.method = method
         self.meta = meta
+        self.batch_views = batch_views  # a view recipe with .batch(), applied after the transfer
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if self.batch_views is None:  # the DataLoader already made the views
+            return batch
+        images, labels = batch  # uint8 (B, C, H, W), now on the device
+        return self.batch_views.batch(images), labels
 
     def training_step(self, batch: tuple[list[torch.Tensor], torch.Tensor], batch_idx: int) -> torch.Tensor:
         views, _ = batch

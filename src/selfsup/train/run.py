@@ -63,13 +63,17 @@ def train(method_name: str, options: dict[str, Any], out: str | None = None, res
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
 
-    loader = train_loader(TransformedImages(images, method.default_views(image_size, channels)), config)
+    views = method.default_views(image_size, channels)
+    batched = config.batched_views if config.batched_views is not None else native_size is not None
+    # Batched: the loader only stacks uint8 images and the views are made on the device, per batch.
+    loader = train_loader(images if batched else TransformedImages(images, views), config, batched)
     trainer = _trainer(config, run_dir, last, progress)
     n_params = sum(p.numel() for p in method.backbone.parameters()) / 1e6
     print(f"{method_name} | {method.config.backbone} ({n_params:.1f}M params, {channels}x{image_size}px) | "
           f"{len(images)} images from {config.data} | batch {config.batch_size} | run folder {run_dir}")
     start = time.time()
-    trainer.fit(SelfsupModule(method, meta), loader, ckpt_path=str(last) if resume else None)
+    trainer.fit(SelfsupModule(method, meta, views if batched else None), loader,
+                ckpt_path=str(last) if resume else None)
     print(f"trained {trainer.global_step} steps in {time.time() - start:.0f}s; checkpoint: {last}")
     return run_dir
 
@@ -95,10 +99,10 @@ def _saved_options(last: Path, method_name: str) -> dict[str, Any]:
     return {**meta["train"], **meta["method_config"]}
 
 
-def train_loader(dataset: Dataset, config: TrainConfig) -> DataLoader:
+def train_loader(dataset: Dataset, config: TrainConfig, batched: bool = False) -> DataLoader:
     workers = config.num_workers
-    if workers is None:
-        workers = min(8, (os.cpu_count() or 2) - 1)
+    if workers is None:  # in-memory images need no worker to be stacked; decoding and views do
+        workers = 0 if batched else min(8, (os.cpu_count() or 2) - 1)
     return DataLoader(dataset, batch_size=config.batch_size, shuffle=True, drop_last=True,
                       num_workers=workers, persistent_workers=workers > 0,
                       pin_memory=torch.cuda.is_available())
