@@ -1,8 +1,14 @@
 """Cross-device helpers that keep gradients (losses use them to see every device's samples)."""
 
+import warnings
+
 import torch
 import torch.distributed as dist
 import torch.distributed.nn.functional as dist_fn
+
+# torch 2.14 marks the autograd all_gather deprecated in favour of a private module; it is still
+# the public, documented way to gather with gradient, and what torch 2.4-2.13 offer.
+warnings.filterwarnings("ignore", "torch.distributed.nn.functional.all_gather is deprecated", FutureWarning)
 
 
 def world_size() -> int:

@@ -69,12 +69,13 @@ def train(method_name: str, options: dict[str, Any], out: str | None = None, res
     loader = train_loader(images if batched else TransformedImages(images, views), config, batched)
     trainer = _trainer(config, run_dir, last, progress)
     n_params = sum(p.numel() for p in method.backbone.parameters()) / 1e6
-    print(f"{method_name} | {method.config.backbone} ({n_params:.1f}M params, {channels}x{image_size}px) | "
+    say = print if trainer.global_rank == 0 else (lambda *_: None)  # one summary, not one per process
+    say(f"{method_name} | {method.config.backbone} ({n_params:.1f}M params, {channels}x{image_size}px) | "
           f"{len(images)} images from {config.data} | batch {config.batch_size} | run folder {run_dir}")
     start = time.time()
     trainer.fit(SelfsupModule(method, meta, views if batched else None), loader,
                 ckpt_path=str(last) if resume else None)
-    print(f"trained {trainer.global_step} steps in {time.time() - start:.0f}s; checkpoint: {last}")
+    say(f"trained {trainer.global_step} steps in {time.time() - start:.0f}s; checkpoint: {last}")
     return run_dir
 
 
