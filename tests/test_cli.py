@@ -138,6 +138,7 @@ def _bad_folder(tmp_path, kind):
     (["train", "simclr", "--data", "digits", "--batch-size", "5000"], "fewer than one batch"),
     (["eval", "knn", "--checkpoint", "/no/such.ckpt", "--data", "digits"], "does not exist"),
     (["train", "simclr", "--resume", "--data", "digits"], "cannot resume"),
+    (["train", "simclr", "--data", "{corrupt}", "--set", "batched_views=true", "--batch-size", "8"], "needs images of one size"),
 ])
 def test_bad_input_ends_in_one_readable_line(tmp_path, capsys, args, message):
     for kind in ("empty", "no-images", "corrupt"):

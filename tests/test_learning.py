@@ -8,7 +8,6 @@ from selfsup.data import open_labeled
 from selfsup.eval import extract_features, knn_predict, load_encoder
 from selfsup.train.run import train
 
-
 NARROW = {"channels": [16, 32, 64, 128], "stem_width": 16}  # a quarter-width ResNet-18: fast on 2 cores
 
 

@@ -18,7 +18,7 @@ from selfsup import __version__
 from selfsup.checkpoints import read_checkpoint
 from selfsup.data import open_unlabeled
 from selfsup.errors import SelfsupError
-from selfsup.methods import method_class
+from selfsup.methods import create, method_class
 from selfsup.train.config import TrainConfig, split_options
 from selfsup.train.module import AtomicCheckpointIO, LastCheckpoint, SelfsupModule
 from selfsup.views import TransformedImages
@@ -55,7 +55,6 @@ def train(method_name: str, options: dict[str, Any], out: str | None = None, res
                            f"pass --batch-size {max(2, len(images) // 2)} or more data")
     image_size = config.image_size or native_size or FOLDER_IMAGE_SIZE
 
-    from selfsup.methods import create
     method = create(method_name, in_chans=channels, **method_options)
     meta = {"method": method_name, "version": __version__, "seed": config.seed, "in_chans": channels,
             "image_size": image_size, "train": dataclasses.asdict(config),
@@ -65,13 +64,16 @@ def train(method_name: str, options: dict[str, Any], out: str | None = None, res
 
     views = method.default_views(image_size, channels)
     batched = config.batched_views if config.batched_views is not None else native_size is not None
+    if batched and native_size is None:
+        raise SelfsupError(f"batched_views needs images of one size, and those in {config.data} vary; "
+                           "drop --set batched_views=true")
     # Batched: the loader only stacks uint8 images and the views are made on the device, per batch.
     loader = train_loader(images if batched else TransformedImages(images, views), config, batched)
     trainer = _trainer(config, run_dir, last, progress)
     n_params = sum(p.numel() for p in method.backbone.parameters()) / 1e6
     say = print if trainer.global_rank == 0 else (lambda *_: None)  # one summary, not one per process
     say(f"{method_name} | {method.config.backbone} ({n_params:.1f}M params, {channels}x{image_size}px) | "
-          f"{len(images)} images from {config.data} | batch {config.batch_size} | run folder {run_dir}")
+        f"{len(images)} images from {config.data} | batch {config.batch_size} | run folder {run_dir}")
     start = time.time()
     trainer.fit(SelfsupModule(method, meta, views if batched else None), loader,
                 ckpt_path=str(last) if resume else None)
