@@ -54,6 +54,10 @@ def train(method_name: str, options: dict[str, Any], out: str | None = None, res
         raise SelfsupError(f"{config.data} has {len(images)} images, fewer than one batch; "
                            f"pass --batch-size {max(2, len(images) // 2)} or more data")
     image_size = config.image_size or native_size or FOLDER_IMAGE_SIZE
+    batched = config.batched_views if config.batched_views is not None else native_size is not None
+    if batched and native_size is None:
+        raise SelfsupError(f"batched_views needs images of one size, and those in {config.data} vary; "
+                           "drop --set batched_views=true")
 
     method = create(method_name, in_chans=channels, **method_options)
     meta = {"method": method_name, "version": __version__, "seed": config.seed, "in_chans": channels,
@@ -63,10 +67,6 @@ def train(method_name: str, options: dict[str, Any], out: str | None = None, res
     (run_dir / "config.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
 
     views = method.default_views(image_size, channels)
-    batched = config.batched_views if config.batched_views is not None else native_size is not None
-    if batched and native_size is None:
-        raise SelfsupError(f"batched_views needs images of one size, and those in {config.data} vary; "
-                           "drop --set batched_views=true")
     # Batched: the loader only stacks uint8 images and the views are made on the device, per batch.
     loader = train_loader(images if batched else TransformedImages(images, views), config, batched)
     trainer = _trainer(config, run_dir, last, progress)
@@ -113,7 +113,6 @@ def train_loader(dataset: Dataset, config: TrainConfig, batched: bool = False) -
 
 def _trainer(config: TrainConfig, run_dir: Path, last: Path, progress: bool) -> L.Trainer:
     epochs = config.epochs or (None if config.max_steps else DEFAULT_EPOCHS)
-    # Loggers write to a new version_N folder per (re)start: a resumed run keeps its earlier logs.
     # Lightning's hints about worker counts and sync_dist do not apply to this loop.
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*sync_dist=True.*")
@@ -123,6 +122,7 @@ def _trainer(config: TrainConfig, run_dir: Path, last: Path, progress: bool) -> 
     return L.Trainer(
         accelerator=config.accelerator, devices=config.devices, num_nodes=config.num_nodes,
         precision=config.precision, max_epochs=epochs, max_steps=config.max_steps or -1,
+        # a new version_N log folder per (re)start: a resumed run keeps its earlier logs
         logger=[CSVLogger(run_dir / "logs", name="csv"), TensorBoardLogger(run_dir / "logs", name="tensorboard")],
         callbacks=[LastCheckpoint(str(last), config.checkpoint_every)],
         plugins=[AtomicCheckpointIO()], enable_checkpointing=False, enable_model_summary=False,
