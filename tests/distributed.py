@@ -32,3 +32,31 @@ def run_distributed(fn, world: int = 2, args: tuple = ()) -> list:
     with tempfile.TemporaryDirectory() as out_dir:
         mp.spawn(_worker, args=(world, _free_port(), fn, args, out_dir), nprocs=world, join=True)
         return [torch.load(os.path.join(out_dir, f"{r}.pt")) for r in range(world)]
+
+
+def _shard_loss_and_grads(rank: int, world: int, loss_fn, inputs):
+    import torch
+
+    shards = [x.chunk(world)[rank].clone().requires_grad_() for x in inputs]
+    loss = loss_fn(*shards)
+    grads = torch.autograd.grad(loss, shards)
+    return loss.detach(), grads
+
+
+def assert_matches_one_process(loss_fn, inputs: tuple, world: int = 2) -> None:
+    """A loss that talks across devices must, on W processes each holding 1/W of the batch, give
+    what one process gives on the whole batch: DDP averages the ranks' losses and gradients, so
+    mean(rank losses) == full loss and concat(rank grads) / W == full grads.
+
+    loss_fn(*inputs) -> scalar, picklable (a module-level function or an nn.Module); inputs are
+    float64 tensors split along dim 0. A new distributed loss joins with one call.
+    """
+    import torch
+
+    full_inputs = [x.clone().requires_grad_() for x in inputs]
+    full = loss_fn(*full_inputs)
+    full_grads = torch.autograd.grad(full, full_inputs)
+    results = run_distributed(_shard_loss_and_grads, world=world, args=(loss_fn, inputs))
+    torch.testing.assert_close(torch.stack([loss for loss, _ in results]).mean(), full.detach())
+    for i, full_grad in enumerate(full_grads):
+        torch.testing.assert_close(torch.cat([grads[i] for _, grads in results]) / world, full_grad)

@@ -107,6 +107,8 @@ def _methods(args: argparse.Namespace) -> None:
 
     for name, cls in sorted(METHODS.items()):
         print(f"{name:12s} {cls.paper}; default backbone {cls.config_class.backbone}")
+        if cls.deviations:
+            print(f"{'':12s} differs from the paper: {cls.deviations}")
 
 
 def _train(args: argparse.Namespace) -> None:

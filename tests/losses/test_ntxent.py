@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from selfsup.losses import NTXentLoss
-from tests.distributed import run_distributed
+from tests.distributed import assert_matches_one_process
 
 
 def naive_ntxent(z1: torch.Tensor, z2: torch.Tensor, tau: float) -> torch.Tensor:
@@ -49,25 +49,7 @@ def test_swapping_views_does_not_change_the_loss():
     torch.testing.assert_close(loss(z1, z2), loss(z2, z1))
 
 
-def _half_batch_loss(rank: int, world: int, z1: torch.Tensor, z2: torch.Tensor, tau: float):
-    B = z1.shape[0] // world
-    a = z1[rank * B:(rank + 1) * B].clone().requires_grad_()
-    b = z2[rank * B:(rank + 1) * B].clone().requires_grad_()
-    loss = NTXentLoss(tau)(a, b)
-    loss.backward()
-    return loss.detach(), a.grad, b.grad
-
-
 def test_two_processes_match_one_process_on_the_global_batch():
     torch.manual_seed(2)
-    z1, z2, tau = torch.randn(8, 6, dtype=torch.float64), torch.randn(8, 6, dtype=torch.float64), 0.3
-    full1, full2 = z1.clone().requires_grad_(), z2.clone().requires_grad_()
-    full = NTXentLoss(tau)(full1, full2)
-    full.backward()
-
-    results = run_distributed(_half_batch_loss, world=2, args=(z1, z2, tau))
-    losses = torch.stack([r[0] for r in results])
-    # DDP averages the ranks' losses and gradients; each rank's anchors see all 2BW candidates.
-    torch.testing.assert_close(losses.mean(), full.detach())
-    torch.testing.assert_close(torch.cat([r[1] for r in results]) / 2, full1.grad)
-    torch.testing.assert_close(torch.cat([r[2] for r in results]) / 2, full2.grad)
+    z1, z2 = torch.randn(8, 6, dtype=torch.float64), torch.randn(8, 6, dtype=torch.float64)
+    assert_matches_one_process(NTXentLoss(0.3), (z1, z2))

@@ -32,6 +32,7 @@ class Method(nn.Module):
 
     name: ClassVar[str]
     paper: ClassVar[str]  # "Authors, Title, Venue Year" in one short line
+    deviations: ClassVar[str] = ""  # where the defaults differ from the paper and why; `selfsup methods` shows it
     config_class: ClassVar[type[MethodConfig]]
 
     def __init__(self, config: MethodConfig, in_chans: int = 3):
@@ -44,8 +45,13 @@ class Method(nn.Module):
         """The augmentation recipe: a callable uint8 (C, H, W) -> list of float views."""
         raise NotImplementedError
 
-    def training_step(self, views: list[torch.Tensor]) -> dict[str, torch.Tensor]:
-        """views: list of (B, C, S, S) batches -> {"loss": scalar, other scalars to log}."""
+    def prepare(self, num_samples: int, steps_per_epoch: int) -> None:
+        """Told the data's size before training (and before a resume loads the state): memory
+        banks and surrogate classes size themselves here, epoch-based schedules convert to steps."""
+
+    def training_step(self, views: list[torch.Tensor], indices: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """views: list of (B, C, S, S) batches; indices: (B,) the images' positions in the data set
+        (for memory banks and surrogate classes) -> {"loss": scalar, other scalars to log}."""
         raise NotImplementedError
 
     def after_step(self, step: int, max_steps: int) -> None:

@@ -43,7 +43,7 @@ class SimCLR(Method):
     def default_views(self, image_size: int, channels: int) -> SimCLRViews:
         return SimCLRViews(image_size, channels, self.config.crop_min_scale, self.config.jitter_strength)
 
-    def training_step(self, views: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    def training_step(self, views: list[torch.Tensor], indices: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         x1, x2 = views  # (B, C, S, S) each
         z1 = self.projection_head(self.backbone(x1))  # (B, proj_dim)
         z2 = self.projection_head(self.backbone(x2))

@@ -27,12 +27,12 @@ class SelfsupModule(L.LightningModule):
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         if self.batch_views is None:  # the DataLoader already made the views
             return batch
-        images, labels = batch  # uint8 (B, C, H, W), now on the device
-        return self.batch_views.batch(images), labels
+        images, labels, indices = batch  # uint8 (B, C, H, W), now on the device
+        return self.batch_views.batch(images), labels, indices
 
-    def training_step(self, batch: tuple[list[torch.Tensor], torch.Tensor], batch_idx: int) -> torch.Tensor:
-        views, _ = batch
-        out = self.method.training_step(views)
+    def training_step(self, batch: tuple[list[torch.Tensor], torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        views, _, indices = batch
+        out = self.method.training_step(views, indices)
         loss = out["loss"]
         if not torch.isfinite(loss):  # never let NaN weights reach a checkpoint
             raise SelfsupError(f"the loss became {loss.item()} at step {self.global_step}; lower the learning "

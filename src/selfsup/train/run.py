@@ -68,8 +68,9 @@ def train(method_name: str, options: dict[str, Any], out: str | None = None, res
 
     views = method.default_views(image_size, channels)
     # Batched: the loader only stacks uint8 images and the views are made on the device, per batch.
-    loader = train_loader(images if batched else TransformedImages(images, views), config, batched)
+    loader = train_loader(WithIndex(images if batched else TransformedImages(images, views)), config, batched)
     trainer = _trainer(config, run_dir, last, progress)
+    method.prepare(len(images), len(images) // (config.batch_size * trainer.world_size))
     n_params = sum(p.numel() for p in method.backbone.parameters()) / 1e6
     say = print if trainer.global_rank == 0 else (lambda *_: None)  # one summary, not one per process
     say(f"{method_name} | {method.config.backbone} ({n_params:.1f}M params, {channels}x{image_size}px) | "
@@ -100,6 +101,19 @@ def _saved_options(last: Path, method_name: str) -> dict[str, Any]:
         raise SelfsupError(f"cannot resume: '{last}' was written by method '{meta['method']}', not "
                            f"'{method_name}'; run `selfsup train {meta['method']} --resume` or pick another --out")
     return {**meta["train"], **meta["method_config"]}
+
+
+class WithIndex(Dataset):
+    """(x, label) -> (x, label, i): methods with memory banks or surrogate classes need each image's index."""
+
+    def __init__(self, samples: Dataset):
+        self.samples = samples
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int):
+        return (*self.samples[i], i)
 
 
 def train_loader(dataset: Dataset, config: TrainConfig, batched: bool = False) -> DataLoader:

@@ -1,0 +1,37 @@
+"""Does a short seeded run learn? kNN on a Fashion-MNIST subset, pretrained vs the same encoder at random init."""
+
+from pathlib import Path
+
+import torch
+from torch.utils.data import Subset
+
+from selfsup.data import open_labeled
+from selfsup.eval import extract_features, knn_predict, load_encoder
+from selfsup.train.run import train
+
+NARROW = {"channels": [16, 32, 64, 128], "stem_width": 16}  # a quarter-width ResNet-18: fast on 2 cores
+# What every method's learning test shares: 8192 training images, quarter-width ResNet-18, AdamW.
+SHORT_RUN = dict(data="fashion-mnist", limit_samples=8192, backbone="resnet18", backbone_kwargs=NARROW,
+                 max_steps=150, batch_size=128, optimizer="adamw", lr=0.002, weight_decay=1e-4, seed=0)
+
+
+def knn_top1(checkpoint: str, train_set, test_set) -> float:
+    encoder = load_encoder(checkpoint, channels=1, native_size=28, backbone="resnet18", backbone_kwargs=NARROW)
+    train_x, train_y = extract_features(encoder, train_set)
+    test_x, test_y = extract_features(encoder, test_set)
+    return float((knn_predict(train_x, train_y, test_x, k=20) == test_y).float().mean())
+
+
+def knn_before_and_after(method: str, tmp_path: Path, **options) -> tuple[float, float]:
+    """Train `method` with SHORT_RUN updated by `options`; kNN top-1 (4000 train -> 2000 test
+    images) of the random-init encoder and of the trained one."""
+    run_dir = train(method, {**SHORT_RUN, **options}, out=str(tmp_path / "run"), progress=False)
+    train_set, test_set = open_labeled("fashion-mnist")
+    order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(1))
+    train_set, test_set = Subset(train_set, order[:4000].tolist()), Subset(test_set, range(2000))
+    torch.manual_seed(0)
+    random_init = knn_top1("random", train_set, test_set)
+    pretrained = knn_top1(str(run_dir / "checkpoints" / "last.ckpt"), train_set, test_set)
+    print(f"kNN top-1 {method}: random init {random_init:.4f}, after {options.get('max_steps', 150)} steps "
+          f"{pretrained:.4f}")
+    return random_init, pretrained
