@@ -1,8 +1,8 @@
 """Networks: backbones by name (timm, torchvision), projection heads, cross-device helpers."""
 
 from selfsup.nn.backbones import create_backbone
-from selfsup.nn.ema import cosine_momentum, ema_update, frozen_copy
 from selfsup.nn.distributed import gather_with_grad, rank, world_size
+from selfsup.nn.ema import cosine_momentum, ema_update, frozen_copy
 from selfsup.nn.heads import ProjectionHead
 
 __all__ = ["ProjectionHead", "cosine_momentum", "create_backbone", "ema_update", "frozen_copy", "gather_with_grad", "rank", "world_size"]
