@@ -64,30 +64,75 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     train.set_defaults(run=_train)
 
-    evaluate = commands.add_parser("eval", help="evaluate frozen features on a labeled set")
-    evaluate.add_argument("protocol", choices=["knn", "linear"])
-    evaluate.add_argument("--checkpoint", required=True,
-                          help="a .ckpt file, 'random' (untrained --backbone) or 'pixels' (raw pixels)")
-    evaluate.add_argument("--data", default="fashion-mnist",
-                          help="built-in set, NAME:DIR, or a labeled folder (DIR/train|test/CLASS or DIR/CLASS)")
-    evaluate.add_argument("--k", type=int, default=200, help="neighbours for knn [200]")
-    evaluate.add_argument("--temperature", type=float, default=0.07, help="knn vote weight exp(s/T) [0.07]")
-    evaluate.add_argument("--backbone", default="resnet18", help="architecture for --checkpoint random")
-    evaluate.add_argument("--small-stem", action="store_true", help="for --checkpoint random")
-    evaluate.add_argument("--backbone-kwargs", type=_yaml_mapping, default={},
-                          help="for --checkpoint random: constructor options as YAML, e.g. '{channels: [32, 64, 128, 256]}'")
-    evaluate.add_argument("--image-size", type=int, help="input side [the checkpoint's]")
-    evaluate.add_argument("--test-fraction", type=float, default=0.2, help="for a folder without train/test [0.2]")
-    evaluate.add_argument("--seed", type=int, default=0)
-    evaluate.add_argument("--batch-size", type=int, default=256)
-    evaluate.add_argument("--out", help="result JSON [RUN/eval/PROTOCOL-DATA.json]")
-    evaluate.set_defaults(run=_eval)
+    evaluate = commands.add_parser("eval", help="evaluate an encoder on a labeled set (knn, linear, finetune)")
+    protocols = evaluate.add_subparsers(dest="protocol", required=True, metavar="{knn,linear,finetune}")
+    common = _eval_common()
+    for protocol, text in (("knn", "weighted kNN on frozen features"), ("linear", "linear probe on frozen features")):
+        frozen = protocols.add_parser(protocol, parents=[common], help=text)
+        frozen.add_argument("--k", type=int, default=200, help="neighbours for knn [200]")
+        frozen.add_argument("--temperature", type=float, default=0.07, help="knn vote weight exp(s/T) [0.07]")
+        frozen.add_argument("--batch-size", type=int, default=256)
+        frozen.add_argument("--out", help="result JSON [RUN/eval/PROTOCOL-DATA.json]")
+        frozen.set_defaults(run=_eval)
+
+    finetune = protocols.add_parser("finetune", parents=[common],
+                                    help="fine-tune end to end with a linear classifier on a fraction of the labels")
+    finetune.add_argument("--label-fraction", type=float, default=0.1,
+                          help="class-balanced, seeded share of the train labels used, e.g. 0.01, 0.1, 1.0 [0.1]")
+    _add_schedule_flags(finetune, "60 with 1%% of the labels or fewer, else 30", "0.005*sqrt(batch)")
+    finetune.add_argument("--optimizer", choices=["lars", "sgd", "adamw"], default="lars", help="[lars]")
+    finetune.add_argument("--weight-decay", type=float, default=0.0, help="[0]")
+    finetune.add_argument("--out", help="folder for classifier.ckpt, result.json and logs [RUN/finetune/DATA-PCT]")
+    finetune.set_defaults(run=_finetune)
+
+    distill = commands.add_parser("distill", help="train a student on a fine-tuned teacher's soft labels (no labels)")
+    distill.add_argument("--teacher", required=True, help="classifier.ckpt written by `selfsup eval finetune`")
+    distill.add_argument("--student-backbone", required=True, help="timm model name, or torchvision:NAME")
+    distill.add_argument("--student-backbone-kwargs", type=_yaml_mapping, default={},
+                         help="student constructor options as YAML, e.g. '{channels: [16, 32, 64, 128]}'")
+    distill.add_argument("--student-small-stem", action="store_true", help="3x3 stride-1 ResNet stem for the student")
+    distill.add_argument("--data", help="unlabeled images: built-in set, NAME:DIR or a folder "
+                                        "[the teacher's train split, labels unused]")
+    distill.add_argument("--eval-data", help="labeled set whose test split scores the student [the teacher's data]")
+    distill.add_argument("--temperature", type=float, default=1.0, help="softmax temperature of both sides [1.0]")
+    _add_schedule_flags(distill, "400", "0.1*sqrt(batch)")
+    distill.add_argument("--seed", type=int, default=0)
+    distill.add_argument("--out", help="folder for the student's classifier.ckpt, result.json and logs "
+                                       "[TEACHER_FOLDER/distill-STUDENT]")
+    distill.set_defaults(run=_distill)
 
     export = commands.add_parser("export", help="write the backbone as safetensors + a JSON sidecar")
     export.add_argument("--checkpoint", required=True)
     export.add_argument("--out", required=True, help="FILE.safetensors")
     export.set_defaults(run=_export)
     return parser
+
+
+def _eval_common() -> argparse.ArgumentParser:
+    """Flags every `eval` protocol takes."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--checkpoint", required=True,
+                        help="a .ckpt file, 'random' (untrained --backbone) or 'pixels' (raw pixels; knn/linear only)")
+    common.add_argument("--data", default="fashion-mnist",
+                        help="built-in set, NAME:DIR, or a labeled folder (DIR/train|test/CLASS or DIR/CLASS)")
+    common.add_argument("--backbone", default="resnet18", help="architecture for --checkpoint random")
+    common.add_argument("--small-stem", action="store_true", help="for --checkpoint random")
+    common.add_argument("--backbone-kwargs", type=_yaml_mapping, default={},
+                        help="for --checkpoint random: constructor options as YAML, e.g. '{channels: [32, 64, 128, 256]}'")
+    common.add_argument("--image-size", type=int, help="input side [the checkpoint's]")
+    common.add_argument("--test-fraction", type=float, default=0.2, help="for a folder without train/test [0.2]")
+    common.add_argument("--seed", type=int, default=0)
+    return common
+
+
+def _add_schedule_flags(parser: argparse.ArgumentParser, epochs: str, lr: str) -> None:
+    """Flags of the commands that train a classifier (finetune, distill)."""
+    parser.add_argument("--epochs", type=int, help=f"passes over the images [{epochs}]")
+    parser.add_argument("--max-steps", type=int, help="stop after this many optimiser steps")
+    parser.add_argument("--batch-size", type=int, default=256, help="[256]")
+    parser.add_argument("--lr", type=float, help=f"learning rate for the batch [{lr}]")
+    parser.add_argument("--num-workers", type=int, help="data loading processes")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
 
 def _yaml_mapping(text: str) -> dict:
@@ -133,6 +178,33 @@ def _eval(args: argparse.Namespace) -> None:
     knn = f" (k={result['k']}, T={result['temperature']})" if args.protocol == "knn" else ""
     print(f"{args.protocol} top-1 {result['top1']:.4f}{knn} | {result['encoder']} | {result['data']} "
           f"{result['n_train']} train / {result['n_test']} test | {result['seconds']}s | {result['json']}")
+
+
+def _finetune(args: argparse.Namespace) -> None:
+    from selfsup.eval.finetune import finetune
+
+    result = finetune(args.checkpoint, data=args.data, label_fraction=args.label_fraction, epochs=args.epochs,
+                      max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
+                      weight_decay=args.weight_decay, backbone=args.backbone, small_stem=args.small_stem,
+                      backbone_kwargs=args.backbone_kwargs, image_size=args.image_size,
+                      test_fraction=args.test_fraction, seed=args.seed, out=args.out, num_workers=args.num_workers,
+                      progress=args.progress)
+    print(f"finetune top-1 {result['top1']:.4f} | {result['encoder']} | {result['data']} "
+          f"{result['label_fraction']:.0%} labels ({result['n_labeled']} images) / {result['n_test']} test | "
+          f"{result['steps']} steps | {result['seconds']}s | {result['json']}")
+
+
+def _distill(args: argparse.Namespace) -> None:
+    from selfsup.eval.distill import distill
+
+    result = distill(args.teacher, args.student_backbone, args.student_backbone_kwargs, args.student_small_stem,
+                     data=args.data, eval_data=args.eval_data, temperature=args.temperature, epochs=args.epochs,
+                     max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed, out=args.out,
+                     num_workers=args.num_workers, progress=args.progress)
+    print(f"distill top-1 {result['top1']:.4f} (teacher {result['teacher_top1']:.4f}, agreement "
+          f"{result['agreement']:.4f}) | student {result['student']} ({result['student_params_m']}M params, teacher "
+          f"{result['teacher_params_m']}M) | {result['n_images']} images, {result['steps']} steps | "
+          f"{result['seconds']}s | {result['json']}")
 
 
 def _export(args: argparse.Namespace) -> None:
