@@ -50,6 +50,9 @@ def train(method_name: str, options: dict[str, Any], out: str | None = None, res
     method_options, train_options = split_options(options, config_class)
     config = TrainConfig(**train_options)
     check_choices(config)
+    if config.on_nan_loss == "skip" and config.devices * config.num_nodes > 1:
+        raise SelfsupError("on_nan_loss=skip works on one device only (Lightning cannot skip a step under DDP); "
+                           "drop it, or train on one device")
     L.seed_everything(config.seed, workers=True, verbose=False)
     run_dir.mkdir(parents=True, exist_ok=True)
 
@@ -190,6 +193,7 @@ def _trainer(config: TrainConfig, run_dir: Path, folder: Path, progress: bool) -
     warnings.filterwarnings("ignore", ".*LeafSpec.*")
     # Our EpochSampler resumes mid-epoch from the restored step; Lightning cannot see that and warns.
     warnings.filterwarnings("ignore", ".*your dataloader is not resumable.*")
+    warnings.filterwarnings("ignore", ".*`training_step` returned `None`.*")  # on_nan_loss=skip, on purpose
     # Lightning's start-up notes (accelerators found, tips) would bury our one-line summary.
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     logs = inside(run_dir, "logs")
