@@ -12,7 +12,8 @@ import torch
 from PIL import Image, ImageFile
 
 from selfsup.cli import main
-from selfsup.data import BadImageError, FolderImageSet, SkipBadImages, decode_image, index_images, scan_images
+from selfsup.data import (BadImageError, FolderImageSet, SkipBadImages, decode_image, header_problem, index_images,
+                          scan_images)
 
 TINY = ["--backbone", "resnet18", "--set", "backbone_kwargs={channels: [8, 16, 32, 64], stem_width: 8}",
         "--set", "proj_hidden_dim=32", "--set", "proj_dim=16", "--no-progress", "--image-size", "8"]
@@ -120,3 +121,12 @@ def test_on_bad_image_error_stops_naming_a_file(tmp_path, capsys):
 def test_on_bad_image_takes_skip_or_error(tmp_path, capsys):
     code = main(["train", "simclr", "--data", "digits", "--on-bad-image", "ignore", "--out", str(tmp_path / "r")])
     assert code == 1 and "option on_bad_image must be skip or error, got 'ignore'" in capsys.readouterr().err
+
+
+def test_images_over_the_pixel_limit_are_refused_before_decoding(tmp_path):
+    # 100 M pixels: above MAX_PIXELS, below the 2x where PIL itself refuses (it only warns here)
+    path = tmp_path / "big.png"
+    path.write_bytes(png_header_only(10000, 10000))
+    assert "pixels" in header_problem(str(path))
+    with pytest.raises(BadImageError, match="big.png"):
+        decode_image(str(path))
