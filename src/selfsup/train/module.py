@@ -7,7 +7,6 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
-from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from selfsup.checkpoints import (point_last_at, prune_step_checkpoints, read_checkpoint, step_checkpoints, step_path,
                                  write_atomic)
@@ -114,25 +113,21 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 class StepCheckpoints(L.Callback):
     """Writes FOLDER/step=N.ckpt (and points FOLDER/last.ckpt at it) every `every_n_steps` optimiser
-    steps, at the end of every epoch and when a SIGTERM arrives, keeping the `keep_last` newest.
+    steps, after the last step of every epoch and of the run, and when a SIGTERM has arrived,
+    keeping the `keep_last` newest.
     A checkpoint is written only if every weight is finite; otherwise the run stops naming the last good one.
     """
 
     def __init__(self, folder: str | Path, every_n_steps: int, keep_last: int = 3):
         self.folder, self.every_n_steps, self.keep_last = Path(folder), every_n_steps, keep_last
-        self.saved_step: int | None = None
 
-    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
-        # Lightning raises SIGTERMException after this batch when a SIGTERM came in meanwhile.
-        if trainer.global_step % self.every_n_steps == 0 or trainer.received_sigterm:
-            self.save(trainer)
-
-    def on_train_epoch_end(self, trainer: L.Trainer, *args: Any) -> None:
-        self.save(trainer)
-
-    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        # A SIGTERM that arrived after this batch's on_train_batch_end: its steps are not saved yet.
-        if isinstance(exception, SIGTERMException) and self.saved_step != trainer.global_step:
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        # Always here, never in on_train_epoch_end: Lightning resumes a checkpoint taken at a batch's
+        # end exactly, but one taken at the epoch's end runs the next epoch a batch short.
+        last_of_epoch = batch_idx + 1 >= trainer.num_training_batches
+        last_of_run = 0 < trainer.max_steps <= trainer.global_step
+        # On SIGTERM Lightning raises SIGTERMException after this batch; this saves it first.
+        if trainer.global_step % self.every_n_steps == 0 or last_of_epoch or last_of_run or trainer.received_sigterm:
             self.save(trainer)
 
     def save(self, trainer: L.Trainer) -> None:
@@ -146,4 +141,3 @@ class StepCheckpoints(L.Callback):
         if trainer.is_global_zero:
             point_last_at(path)
             prune_step_checkpoints(self.folder, self.keep_last)
-        self.saved_step = trainer.global_step
