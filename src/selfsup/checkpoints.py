@@ -120,13 +120,17 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         raise SelfsupError(f"refusing to load '{path}': it holds objects other than tensors and plain "
-                           f"data, which could run code ({str(e).splitlines()[0][:120]})") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
-        raise SelfsupError(f"checkpoint '{path}' is corrupt or truncated ({str(e).splitlines()[0][:120]})") from None
+                           f"data, which could run code ({_first_line(e)})") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as e:  # an empty file raises a bare EOFError
+        raise SelfsupError(f"checkpoint '{path}' is corrupt or truncated ({_first_line(e)})") from None
     if not isinstance(checkpoint, dict) or "selfsup" not in checkpoint:
         raise SelfsupError(f"'{path}' is not a selfsup checkpoint (no 'selfsup' entry); "
                            "pass one written by `selfsup train`")
     return checkpoint
+
+
+def _first_line(error: Exception) -> str:
+    return (str(error).splitlines() or [type(error).__name__])[0][:120]
 
 
 def backbone_from_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:

@@ -167,3 +167,23 @@ def test_rng_states_round_trip_through_a_weights_only_checkpoint():
     set_rng_state(torch.load(buffer, weights_only=True)["rng"])
     got = torch.rand(3), np.random.rand(3), random.random()
     assert torch.equal(got[0], expected[0]) and np.array_equal(got[1], expected[1]) and got[2] == expected[2]
+
+
+def test_sigterm_mid_epoch_saves_the_step_in_flight_and_exits_143(tmp_path, monkeypatch, capsys):
+    from selfsup.cli import main
+    from selfsup.train.module import SelfsupModule
+
+    original = SelfsupModule.training_step
+
+    def training_step(self, batch, batch_idx):
+        if self.global_step == 1:  # in step 2 of 3 in the epoch; checkpoint_every is far away
+            os.kill(os.getpid(), signal.SIGTERM)  # Lightning's handler is installed while fitting
+        return original(self, batch, batch_idx)
+
+    monkeypatch.setattr(SelfsupModule, "training_step", training_step)
+    run = tmp_path / "run"
+    code = main(["train", "simclr", *DATA["digits"], *TINY, "--max-steps", "8", "--checkpoint-every", "100",
+                 "--out", str(run)])
+    err = capsys.readouterr().err
+    assert code == 143 and "stopped by SIGTERM after step 2" in err and f"--resume --out {run}" in err
+    assert [read_checkpoint(p)["global_step"] for p in step_checkpoints(run / "checkpoints")] == [2]
