@@ -7,9 +7,19 @@ import re
 
 import pytest
 import torch
+from safetensors import SafetensorError
 
-from selfsup.checkpoints import (inside, latest_good_checkpoint, load_exported, point_last_at, prune_step_checkpoints,
-                                 read_checkpoint, step_checkpoints, step_path, write_atomic)
+from selfsup.checkpoints import (
+    inside,
+    latest_good_checkpoint,
+    load_exported,
+    point_last_at,
+    prune_step_checkpoints,
+    read_checkpoint,
+    step_checkpoints,
+    step_path,
+    write_atomic,
+)
 from selfsup.cli import main
 from selfsup.errors import SelfsupError
 
@@ -96,7 +106,7 @@ def test_exported_weights_are_read_as_safetensors_never_unpickled(tmp_path):
     torch.save({"w": RunsCode(marker)}, fake_export)
     (tmp_path / "backbone.json").write_text('{"library": "timm", "architecture": "resnet18", "in_chans": 1, '
                                             '"small_stem": false, "kwargs": {}}')
-    with pytest.raises(Exception):
+    with pytest.raises(SafetensorError):
         load_exported(fake_export)
     assert not marker.exists()
 

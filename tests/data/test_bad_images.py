@@ -12,8 +12,15 @@ import torch
 from PIL import Image, ImageFile
 
 from selfsup.cli import main
-from selfsup.data import (BadImageError, FolderImageSet, SkipBadImages, decode_image, header_problem, index_images,
-                          scan_images)
+from selfsup.data import (
+    BadImageError,
+    FolderImageSet,
+    SkipBadImages,
+    decode_image,
+    header_problem,
+    index_images,
+    scan_images,
+)
 
 TINY = ["--backbone", "resnet18", "--set", "backbone_kwargs={channels: [8, 16, 32, 64], stem_width: 8}",
         "--set", "proj_hidden_dim=32", "--set", "proj_dim=16", "--no-progress", "--image-size", "8"]
@@ -70,7 +77,7 @@ def test_the_scan_reads_headers_only_and_refuses_what_they_rule_out(tmp_path, mo
     good, bad = scan_images(index_images(str(tmp_path / "mixed")))
     assert decoded == []  # no pixel data read: a folder larger than memory is indexed, then streamed
     assert sorted(Path(p).name for p, _ in bad) == sorted(BAD_AT_SCAN)
-    assert "400000000 pixels" in dict((Path(p).name, why) for p, why in bad)["huge.png"]
+    assert "400000000 pixels" in {Path(p).name: why for p, why in bad}["huge.png"]
     assert sorted(Path(p).name for p in good) == sorted(n for n, k in kinds.items() if k != "scan")
 
 

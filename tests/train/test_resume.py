@@ -131,7 +131,7 @@ def test_ranks_share_the_epoch_without_overlap(monkeypatch):
         sampler = EpochSampler(11, batch_size=2, seed=0)
         assert len(sampler) == 3  # 11 // 3: every rank the same number of steps
         shards.append([i for _, i in sampler])
-    assert all(len(s) == 3 for s in shards) and len(set(sum(shards, []))) == 9
+    assert all(len(s) == 3 for s in shards) and len({i for shard in shards for i in shard}) == 9
 
 
 class RandomViews:

@@ -4,8 +4,17 @@ Every set yields (uint8 image tensor (C, H, W), int label or -1); nothing here d
 """
 
 from .builtin import BUILTIN, load_builtin
-from .folder import (IMAGE_EXTENSIONS, MAX_PIXELS, BadImageError, FolderImageSet, SkipBadImages, decode_image,
-                     header_problem, index_images, scan_images)
+from .folder import (
+                     IMAGE_EXTENSIONS,
+                     MAX_PIXELS,
+                     BadImageError,
+                     FolderImageSet,
+                     SkipBadImages,
+                     decode_image,
+                     header_problem,
+                     index_images,
+                     scan_images,
+)
 from .idx import read_idx
 from .images import ArrayImageSet, ImageSet
 from .open import open_labeled, open_unlabeled

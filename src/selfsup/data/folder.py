@@ -189,7 +189,7 @@ class FolderImageSet(ImageSet):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         return decode_image(str(self.paths[i]), self.draft_size), int(self.labels[i])
 
-    def subset(self, indices: Sequence[int] | np.ndarray) -> "FolderImageSet":
+    def subset(self, indices: Sequence[int] | np.ndarray) -> FolderImageSet:
         """The same kind of set over paths[indices]."""
         indices = np.asarray(indices, dtype=np.int64)
         return FolderImageSet(self.paths[indices], self.labels[indices], self.classes, self.name, self.draft_size)

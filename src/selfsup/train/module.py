@@ -8,8 +8,14 @@ import lightning as L
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from selfsup.checkpoints import (point_last_at, prune_step_checkpoints, read_checkpoint, step_checkpoints, step_path,
-                                 write_atomic)
+from selfsup.checkpoints import (
+    point_last_at,
+    prune_step_checkpoints,
+    read_checkpoint,
+    step_checkpoints,
+    step_path,
+    write_atomic,
+)
 from selfsup.errors import SelfsupError
 from selfsup.methods import Method
 from selfsup.train.optim import create_optimizer, warmup_cosine
@@ -56,7 +62,7 @@ class SelfsupModule(L.LightningModule):
         if self.on_nan_loss == "skip" and all_finite(self.method):
             log.warning("the loss became %s at step %d; skipped that step's update (on_nan_loss=skip)", loss.item(), step)
             self.skipped_steps.append(step)
-            return None
+            return
         savers = [c for c in self.trainer.callbacks if isinstance(c, StepCheckpoints)]
         good = step_checkpoints(savers[0].folder) if savers else []
         last = f"the last good checkpoint is '{good[0]}'" if good else "no checkpoint was written yet"
