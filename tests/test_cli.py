@@ -129,7 +129,7 @@ def _bad_folder(tmp_path, kind):
     (["train", "simclr", "--data", "{empty}"], "no image files"),
     (["train", "simclr", "--data", "{no-images}"], "no image files"),
     (["train", "simclr", "--data", "{corrupt}", "--image-size", "8", "--max-steps", "1", "--batch-size", "41",
-      "--backbone", "resnet10t"], "broken.png"),
+      "--backbone", "resnet10t", "--on-bad-image", "error"], "broken.png"),
     (["train", "byol2"], "unknown method 'byol2'"),
     (["train", "simclr", "--data", "digits", "--backbone", "resnet1800"], "unknown backbone 'resnet1800'"),
     (["train", "simclr", "--data", "digits", "--set", "lr=fast"], "option lr expects float"),

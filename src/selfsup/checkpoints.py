@@ -7,6 +7,7 @@ shape. Loading never unpickles code (`weights_only=True`); writing is atomic (te
 import json
 import os
 import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +20,23 @@ from selfsup.errors import SelfsupError
 from selfsup.nn import create_backbone
 
 BACKBONE_PREFIX = "method.backbone."
+LAST = "last.ckpt"
+_STEP_FILE = re.compile(r"step=(\d+)\.ckpt")
+
+
+def inside(root: str | Path, relative: str | Path) -> Path:
+    """root/relative, refused with a SelfsupError when it (after `..` and symlinks) lies outside root."""
+    root = Path(root).resolve()
+    path = (root / relative).resolve()
+    if not path.is_relative_to(root):
+        raise SelfsupError(f"refusing to write '{path}': it lies outside the run folder '{root}'; "
+                           "use a relative path without '..' and no symlink leading out")
+    return path
 
 
 def write_atomic(checkpoint: dict, path: str | Path) -> None:
-    """torch.save to a temporary file in the same folder, fsync, then rename over `path`:
-    a crash mid-write leaves the previous file intact."""
+    """torch.save to a temporary file in the same folder, fsync, then rename over `path` (and fsync
+    the folder): a crash mid-write leaves the previous file intact."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
@@ -32,6 +45,69 @@ def write_atomic(checkpoint: dict, path: str | Path) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+    _fsync_folder(path.parent)
+
+
+def _fsync_folder(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # some systems cannot open folders; the rename is still atomic
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def step_path(folder: str | Path, step: int) -> Path:
+    return Path(folder) / f"step={step:08d}.ckpt"
+
+
+def step_checkpoints(folder: str | Path) -> list[Path]:
+    """The step-numbered checkpoints in `folder`, newest (highest step) first."""
+    folder = Path(folder)
+    found = [(int(m.group(1)), p) for p in folder.glob("step=*.ckpt") if (m := _STEP_FILE.fullmatch(p.name))]
+    return [p for _, p in sorted(found, reverse=True)]
+
+
+def point_last_at(path: str | Path) -> Path:
+    """Make last.ckpt beside `path` the same file (a hard link swapped in atomically; a copy where
+    the file system has no links); returns last.ckpt's path."""
+    path = Path(path)
+    last, tmp = path.with_name(LAST), path.with_name(f".{LAST}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(path, tmp)
+    except OSError:
+        with open(path, "rb") as src, open(tmp, "wb") as dst:
+            dst.write(src.read())
+            dst.flush()
+            os.fsync(dst.fileno())
+    os.replace(tmp, last)
+    _fsync_folder(last.parent)
+    return last
+
+
+def prune_step_checkpoints(folder: str | Path, keep_last: int) -> None:
+    """Delete all but the `keep_last` (at least 1) newest step files."""
+    for old in step_checkpoints(folder)[max(keep_last, 1):]:
+        old.unlink(missing_ok=True)
+
+
+def latest_good_checkpoint(folder: str | Path) -> tuple[Path, dict[str, Any], list[str]]:
+    """(path, checkpoint, why each newer one was passed over): the newest step file that reads
+    cleanly, or last.ckpt for a run without step files; a SelfsupError when none does."""
+    folder = Path(folder)
+    candidates = step_checkpoints(folder) or [folder / LAST]
+    skipped = []
+    for path in candidates:
+        try:
+            return path, read_checkpoint(path), skipped
+        except SelfsupError as e:
+            skipped.append(str(e))
+    raise SelfsupError(f"cannot resume: no readable checkpoint in '{folder}' ({'; '.join(skipped)})")
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -44,13 +120,17 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         raise SelfsupError(f"refusing to load '{path}': it holds objects other than tensors and plain "
-                           f"data, which could run code ({str(e).splitlines()[0][:120]})") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
-        raise SelfsupError(f"checkpoint '{path}' is corrupt or truncated ({str(e).splitlines()[0][:120]})") from None
+                           f"data, which could run code ({_first_line(e)})") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as e:  # an empty file raises a bare EOFError
+        raise SelfsupError(f"checkpoint '{path}' is corrupt or truncated ({_first_line(e)})") from None
     if not isinstance(checkpoint, dict) or "selfsup" not in checkpoint:
         raise SelfsupError(f"'{path}' is not a selfsup checkpoint (no 'selfsup' entry); "
                            "pass one written by `selfsup train`")
     return checkpoint
+
+
+def _first_line(error: Exception) -> str:
+    return (str(error).splitlines() or [type(error).__name__])[0][:120]
 
 
 def backbone_from_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:

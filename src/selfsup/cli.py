@@ -20,6 +20,10 @@ TRAIN_FLAGS = {
     "precision": (str, "32-true, bf16-mixed or 16-mixed [32-true]"),
     "seed": (int, "random seed [0]"),
     "limit_samples": (int, "train on a seeded random subset of this many images"),
+    "checkpoint_every": (int, "steps between checkpoints (also written every epoch and on SIGTERM) [100]"),
+    "keep_last": (int, "step checkpoints kept on disk; older ones are deleted [3]"),
+    "on_bad_image": (str, "skip (and list in RUN/bad_images.txt) or error, for image files that cannot be decoded [skip]"),
+    "on_nan_loss": (str, "stop, or skip the step's update, when the loss is NaN or inf [stop]"),
 }
 
 
@@ -29,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.run(args) or 0
     except SelfsupError as e:
         print(f"selfsup: error: {_one_line(e)}", file=sys.stderr)
-        return 1
+        return getattr(e, "exit_code", 1)
     except KeyboardInterrupt:
         print("selfsup: interrupted; continue a training run with --resume", file=sys.stderr)
         return 130

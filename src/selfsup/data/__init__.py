@@ -4,12 +4,23 @@ Every set yields (uint8 image tensor (C, H, W), int label or -1); nothing here d
 """
 
 from .builtin import BUILTIN, load_builtin
-from .folder import IMAGE_EXTENSIONS, BadImageError, FolderImageSet, decode_image, index_images
+from .folder import (
+                     IMAGE_EXTENSIONS,
+                     MAX_PIXELS,
+                     BadImageError,
+                     FolderImageSet,
+                     SkipBadImages,
+                     decode_image,
+                     header_problem,
+                     index_images,
+                     scan_images,
+)
 from .idx import read_idx
 from .images import ArrayImageSet, ImageSet
 from .open import open_labeled, open_unlabeled
 
 __all__ = [
-    "BUILTIN", "IMAGE_EXTENSIONS", "ArrayImageSet", "BadImageError", "FolderImageSet", "ImageSet",
-    "decode_image", "index_images", "load_builtin", "open_labeled", "open_unlabeled", "read_idx",
+    "BUILTIN", "IMAGE_EXTENSIONS", "MAX_PIXELS", "ArrayImageSet", "BadImageError", "FolderImageSet", "ImageSet",
+    "SkipBadImages", "decode_image", "header_problem", "index_images", "load_builtin", "open_labeled",
+    "open_unlabeled", "read_idx", "scan_images",
 ]

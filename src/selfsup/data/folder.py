@@ -2,25 +2,39 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import warnings
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
+from torch.utils.data import Dataset
 
 from selfsup.errors import SelfsupError
 
 from .images import ImageSet
 
+log = logging.getLogger(__name__)
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
 _EXTENSIONS = frozenset(IMAGE_EXTENSIONS)
 # Integer modes whose values span 16 bits (PIL rescales 16-bit PGM into "I" too).
 _SIXTEEN_BIT = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
+# Larger images are refused rather than decoded (20000 x 20000 RGB would take 1.2 GB per worker):
+# PIL's own decompression-bomb threshold, about 9500 x 9500.
+MAX_PIXELS = 89_478_485
 
 
 class BadImageError(SelfsupError):
-    """An image file that cannot be decoded: corrupt, truncated, empty or of an unsupported kind."""
+    """An image file that cannot be decoded: corrupt, truncated, empty, too large or of an unsupported kind."""
+
+    def __init__(self, message: str, path: str = "", reason: str = ""):
+        super().__init__(message)
+        self.path, self.reason = path, reason
 
 
 def index_images(root: str) -> list[str]:
@@ -60,7 +74,7 @@ def _dir_key(path: str) -> tuple[int, int]:
 def decode_image(path: str, draft_size: int | None = None) -> torch.Tensor:
     """Decode one image file into a uint8 RGB tensor (3, H, W); raise BadImageError naming the file if it cannot be."""
     try:
-        with Image.open(path) as img:
+        with _open(path) as img:
             if draft_size and img.format == "JPEG":
                 # Decode at 1/2, 1/4 or 1/8 scale in the DCT domain, keeping both sides >= draft_size.
                 img.draft("RGB", (draft_size, draft_size))
@@ -68,8 +82,67 @@ def decode_image(path: str, draft_size: int | None = None) -> torch.Tensor:
             array = _rgb_array(img)
     except Exception as e:  # whatever a decoder raises on a user's file, the file is what is wrong
         reason = " ".join(str(e).split()) or type(e).__name__
-        raise BadImageError(f"cannot decode image '{path}': {reason}; remove or fix the file") from None
+        raise BadImageError(f"cannot decode image '{path}': {reason}; remove or fix the file", path, reason) from None
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+
+
+def _open(path: str) -> Image.Image:
+    """Image.open (reads the header only), refusing images of more than MAX_PIXELS pixels."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        img = Image.open(path)
+    if img.width * img.height > MAX_PIXELS:
+        img.close()
+        raise ValueError(f"{img.width}x{img.height} pixels, more than the {MAX_PIXELS} selfsup decodes")
+    return img
+
+
+def header_problem(path: str) -> str | None:
+    """Why `path` cannot be used, judged from its header alone (empty, not an image, too large), or None."""
+    try:
+        with _open(path):
+            return None
+    except Exception as e:  # the decoder's reason, whatever its type
+        return " ".join(str(e).split()) or type(e).__name__
+
+
+def scan_images(paths: Sequence[str], threads: int = 8) -> tuple[list[str], list[tuple[str, str]]]:
+    """(usable paths, [(path, reason)] of the others), reading only each file's header (threaded:
+    the time is spent waiting on the disk). Truncated pixel data is found later, when decoded."""
+    with ThreadPoolExecutor(threads) as pool:
+        problems = list(pool.map(header_problem, [str(p) for p in paths]))
+    good = [str(p) for p, why in zip(paths, problems) if why is None]
+    return good, [(str(p), why) for p, why in zip(paths, problems) if why is not None]
+
+
+class SkipBadImages(Dataset):
+    """images[i]; when that file fails to decode, the next index that does (wrapping round), so a
+    batch keeps its size and the run its data order. Each failing file is logged once per process
+    and appended to `log_file` (one 'path<TAB>reason' line) when given."""
+
+    def __init__(self, images: Dataset, log_file: str | Path | None = None):
+        self.images, self.log_file = images, log_file
+        self._reported: set[str] = set()
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int):
+        for j in range(i, i + len(self.images)):
+            try:
+                return self.images[j % len(self.images)]
+            except BadImageError as e:
+                self._report(e)
+        raise SelfsupError(f"none of the {len(self.images)} images can be decoded; check the files")
+
+    def _report(self, error: BadImageError) -> None:
+        if error.path in self._reported:
+            return
+        self._reported.add(error.path)
+        log.warning("skipping an image: %s", error)
+        if self.log_file is not None:
+            with open(self.log_file, "a") as f:  # one short append per file: whole lines, even from workers
+                f.write(f"{error.path}\t{error.reason}\n")
 
 
 def _rgb_array(img: Image.Image) -> np.ndarray:
@@ -115,3 +188,8 @@ class FolderImageSet(ImageSet):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         return decode_image(str(self.paths[i]), self.draft_size), int(self.labels[i])
+
+    def subset(self, indices: Sequence[int] | np.ndarray) -> FolderImageSet:
+        """The same kind of set over paths[indices]."""
+        indices = np.asarray(indices, dtype=np.int64)
+        return FolderImageSet(self.paths[indices], self.labels[indices], self.classes, self.name, self.draft_size)

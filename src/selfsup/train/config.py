@@ -27,8 +27,24 @@ class TrainConfig:
     num_nodes: int = 1
     accelerator: str = "auto"  # auto | cpu | gpu
     precision: str = "32-true"  # 32-true | bf16-mixed | 16-mixed
-    checkpoint_every: int = 100  # steps between writes of last.ckpt (also written every epoch)
+    checkpoint_every: int = 100  # steps between checkpoints (also written every epoch and on SIGTERM)
+    keep_last: int = 3  # step checkpoints kept on disk (older ones are deleted); last.ckpt is the newest
+    on_bad_image: str = "skip"  # skip | error: an image file that cannot be decoded is skipped and listed, or fatal
+    on_nan_loss: str = "stop"  # stop | skip: a NaN/inf loss stops the run, or its step's update is skipped
     limit_samples: int | None = None  # train on a seeded random subset of this many images
+
+
+CHOICES = {"on_bad_image": ("skip", "error"), "on_nan_loss": ("stop", "skip")}
+
+
+def check_choices(config: TrainConfig) -> None:
+    """A SelfsupError for an option outside its choices or a count below 1."""
+    for key, allowed in CHOICES.items():
+        if getattr(config, key) not in allowed:
+            raise SelfsupError(f"option {key} must be {' or '.join(allowed)}, got {getattr(config, key)!r}")
+    for key in ("keep_last", "checkpoint_every"):
+        if getattr(config, key) < 1:
+            raise SelfsupError(f"option {key} must be at least 1, got {getattr(config, key)}")
 
 
 def coerce(cls: type, key: str, value: Any) -> Any:

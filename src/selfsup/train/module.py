@@ -1,15 +1,27 @@
 """The Lightning module that trains any registered method, and the checkpoint plumbing around it."""
 
+import logging
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from selfsup.checkpoints import read_checkpoint, write_atomic
+from selfsup.checkpoints import (
+    point_last_at,
+    prune_step_checkpoints,
+    read_checkpoint,
+    step_checkpoints,
+    step_path,
+    write_atomic,
+)
 from selfsup.errors import SelfsupError
 from selfsup.methods import Method
 from selfsup.train.optim import create_optimizer, warmup_cosine
+from selfsup.train.resume import rng_state, set_rng_state
+
+log = logging.getLogger(__name__)
 
 REFERENCE_BATCH = 256  # learning rates are given for this batch and scaled linearly
 
@@ -18,11 +30,14 @@ class SelfsupModule(L.LightningModule):
     """Wraps a Method: runs its training step, owns its optimiser and schedule, and stores the
     `meta` dict (method name, configs, data shape, version) in every checkpoint."""
 
-    def __init__(self, method: Method, meta: dict[str, Any], batch_views: Any = None):
+    def __init__(self, method: Method, meta: dict[str, Any], batch_views: Any = None, on_nan_loss: str = "stop"):
         super().__init__()
         self.method = method
         self.meta = meta
         self.batch_views = batch_views  # a view recipe with .batch(), applied after the transfer
+        self.on_nan_loss = on_nan_loss  # stop | skip
+        self.skipped_steps: list[int] = []
+        self._rng_to_restore: dict[str, Any] | None = None
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         if self.batch_views is None:  # the DataLoader already made the views
@@ -35,14 +50,38 @@ class SelfsupModule(L.LightningModule):
         out = self.method.training_step(views, indices)
         loss = out["loss"]
         if not torch.isfinite(loss):  # never let NaN weights reach a checkpoint
-            raise SelfsupError(f"the loss became {loss.item()} at step {self.global_step}; lower the learning "
-                               "rate (--set lr=...) and resume from the last checkpoint (--resume)")
+            return self._nonfinite(loss)
         self.log_dict({k: v.detach() for k, v in out.items()}, prog_bar=True)
         self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], prog_bar=True)
         return loss
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        self.method.after_step(self.global_step, self.trainer.estimated_stepping_batches)
+    def _nonfinite(self, loss: torch.Tensor) -> None:
+        """Stop with a message naming the step and the last good checkpoint, or (on_nan_loss=skip,
+        weights still finite) skip this batch's update: returning None makes Lightning skip backward."""
+        step = self.global_step + 1
+        if self.on_nan_loss == "skip" and all_finite(self.method):
+            log.warning("the loss became %s at step %d; skipped that step's update (on_nan_loss=skip)", loss.item(), step)
+            self.skipped_steps.append(step)
+            return
+        savers = [c for c in self.trainer.callbacks if isinstance(c, StepCheckpoints)]
+        good = step_checkpoints(savers[0].folder) if savers else []
+        last = f"the last good checkpoint is '{good[0]}'" if good else "no checkpoint was written yet"
+        raise SelfsupError(f"the loss became {loss.item()} at step {step}; stopped before it reached the weights; "
+                           f"{last}: lower the learning rate (--set lr=...) and --resume, "
+                           "or --set on_nan_loss=skip to skip such steps")
+
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        """The optimiser's step, then the method's (EMA, queues, schedules): both are done before
+        any callback saves the step's checkpoint, so a checkpoint at step k holds all of step k."""
+        super().optimizer_step(*args, **kwargs)
+        self.method.after_step(self.global_step + 1, self.trainer.estimated_stepping_batches)
+
+    def on_train_start(self) -> None:
+        # After Lightning made the DataLoader iterator and before the first batch (whose batched views
+        # draw from these generators): the random stream continues where the checkpoint left it.
+        if self._rng_to_restore is not None:
+            set_rng_state(self._rng_to_restore)
+            self._rng_to_restore = None
 
     def configure_optimizers(self):
         config = self.method.config
@@ -56,6 +95,16 @@ class SelfsupModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["selfsup"] = self.meta
+        checkpoint["rng"] = rng_state()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._rng_to_restore = checkpoint.get("rng")
+
+
+def all_finite(module: torch.nn.Module) -> bool:
+    """Whether every floating-point parameter and buffer of `module` is finite."""
+    tensors = [t for t in (*module.parameters(), *module.buffers()) if t.is_floating_point()]
+    return all(bool(torch.isfinite(t).all()) for t in tensors)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -68,16 +117,33 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         return read_checkpoint(path)
 
 
-class LastCheckpoint(L.Callback):
-    """Writes `path` every `every_n_steps` optimiser steps and at the end of every epoch, so an
-    interrupted run loses at most that many steps."""
+class StepCheckpoints(L.Callback):
+    """Writes FOLDER/step=N.ckpt (and points FOLDER/last.ckpt at it) every `every_n_steps` optimiser
+    steps, after the last step of every epoch and of the run, and when a SIGTERM has arrived,
+    keeping the `keep_last` newest.
+    A checkpoint is written only if every weight is finite; otherwise the run stops naming the last good one.
+    """
 
-    def __init__(self, path: str, every_n_steps: int):
-        self.path, self.every_n_steps = path, every_n_steps
+    def __init__(self, folder: str | Path, every_n_steps: int, keep_last: int = 3):
+        self.folder, self.every_n_steps, self.keep_last = Path(folder), every_n_steps, keep_last
 
-    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
-        if trainer.global_step % self.every_n_steps == 0:
-            trainer.save_checkpoint(self.path)
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        # Always here, never in on_train_epoch_end: Lightning resumes a checkpoint taken at a batch's
+        # end exactly, but one taken at the epoch's end runs the next epoch a batch short.
+        last_of_epoch = batch_idx + 1 >= trainer.num_training_batches
+        last_of_run = 0 < trainer.max_steps <= trainer.global_step
+        # On SIGTERM Lightning raises SIGTERMException after this batch; this saves it first.
+        if trainer.global_step % self.every_n_steps == 0 or last_of_epoch or last_of_run or trainer.received_sigterm:
+            self.save(trainer)
 
-    def on_train_epoch_end(self, trainer: L.Trainer, *args: Any) -> None:
-        trainer.save_checkpoint(self.path)
+    def save(self, trainer: L.Trainer) -> None:
+        if not all_finite(trainer.lightning_module):
+            newest = step_checkpoints(self.folder)
+            raise SelfsupError(f"the weights are no longer finite at step {trainer.global_step}; nothing was saved; "
+                               f"the last good checkpoint is '{newest[0] if newest else 'none yet'}': "
+                               "lower the learning rate (--set lr=...) and --resume")
+        path = step_path(self.folder, trainer.global_step)
+        trainer.save_checkpoint(path)
+        if trainer.is_global_zero:
+            point_last_at(path)
+            prune_step_checkpoints(self.folder, self.keep_last)

@@ -3,6 +3,7 @@
 import dataclasses
 import logging
 import os
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -12,46 +13,54 @@ import lightning as L
 import torch
 import yaml
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from selfsup import __version__
-from selfsup.checkpoints import read_checkpoint
-from selfsup.data import open_unlabeled
+from selfsup.checkpoints import LAST, inside, latest_good_checkpoint, step_checkpoints
+from selfsup.data import BadImageError, FolderImageSet, ImageSet, SkipBadImages, open_unlabeled, scan_images
 from selfsup.errors import SelfsupError
 from selfsup.methods import create, method_class
-from selfsup.train.config import TrainConfig, split_options
-from selfsup.train.module import AtomicCheckpointIO, LastCheckpoint, SelfsupModule
+from selfsup.train.config import TrainConfig, check_choices, split_options
+from selfsup.train.module import AtomicCheckpointIO, SelfsupModule, StepCheckpoints
+from selfsup.train.resume import EpochSampler, KeyedSamples
 from selfsup.views import TransformedImages
 
 DEFAULT_EPOCHS = 100
 FOLDER_IMAGE_SIZE = 224
+BAD_IMAGES = "bad_images.txt"  # in the run folder: 'path<TAB>reason' for every image file skipped
 
 
 def train(method_name: str, options: dict[str, Any], out: str | None = None, resume: bool = False,
           progress: bool = True) -> Path:
     """Pretrain `method_name` with flat `options` (method and run fields); returns the run folder.
 
-    With resume, the run folder's last checkpoint supplies the configuration (`options` may
-    still change e.g. max_steps) and the weights, optimiser, schedule and step count.
+    With resume, the run folder's newest readable checkpoint supplies the configuration (`options`
+    may still change e.g. max_steps), the weights, optimiser, schedule, step count, random states
+    and position in the data, so the run goes on as if it had never stopped.
     """
     config_class = method_class(method_name).config_class
     run_dir = _run_dir(method_name, out, resume)
-    last = run_dir / "checkpoints" / "last.ckpt"
-    if resume:
-        options = {**_saved_options(last, method_name), **options}
-    elif last.exists():
+    folder = inside(run_dir, "checkpoints")
+    checkpoint_path, checkpoint = _resume_point(folder, method_name) if resume else (None, None)
+    if checkpoint is not None:
+        options = {**checkpoint["selfsup"]["train"], **checkpoint["selfsup"]["method_config"], **options}
+    elif (folder / LAST).exists() or step_checkpoints(folder):
         raise SelfsupError(f"'{run_dir}' already holds a run; pass --resume to continue it, or another --out")
     method_options, train_options = split_options(options, config_class)
     config = TrainConfig(**train_options)
+    check_choices(config)
+    if config.on_nan_loss == "skip" and config.devices * config.num_nodes > 1:
+        raise SelfsupError("on_nan_loss=skip works on one device only (Lightning cannot skip a step under DDP); "
+                           "drop it, or train on one device")
     L.seed_everything(config.seed, workers=True, verbose=False)
+    run_dir.mkdir(parents=True, exist_ok=True)
 
     images = open_unlabeled(config.data)
     channels, native_size = images.channels, images.native_size
-    if config.limit_samples:
-        order = torch.randperm(len(images), generator=torch.Generator().manual_seed(config.seed))
-        images = Subset(images, order[: config.limit_samples].tolist())
+    images, skipped_note = _usable_images(_limited(images, config), config, run_dir)
     if len(images) < config.batch_size:
-        raise SelfsupError(f"{config.data} has {len(images)} images, fewer than one batch; "
+        raise SelfsupError(f"{config.data} has {len(images)} usable images, fewer than one batch{skipped_note}; "
                            f"pass --batch-size {max(2, len(images) // 2)} or more data")
     image_size = config.image_size or native_size or FOLDER_IMAGE_SIZE
     batched = config.batched_views if config.batched_views is not None else native_size is not None
@@ -63,23 +72,38 @@ def train(method_name: str, options: dict[str, Any], out: str | None = None, res
     meta = {"method": method_name, "version": __version__, "seed": config.seed, "in_chans": channels,
             "image_size": image_size, "train": dataclasses.asdict(config),
             "method_config": dataclasses.asdict(method.config)}
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
+    inside(run_dir, "config.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
 
     views = method.default_views(image_size, channels)
+    sampler = EpochSampler(len(images), config.batch_size, config.seed)
+    if checkpoint is not None:
+        sampler.resume_at(checkpoint["global_step"])  # mid-epoch: skip the batches already trained on
     # Batched: the loader only stacks uint8 images and the views are made on the device, per batch.
-    loader = train_loader(WithIndex(images if batched else TransformedImages(images, views)), config, batched)
-    trainer = _trainer(config, run_dir, last, progress)
+    samples = KeyedSamples(images if batched else TransformedImages(images, views), config.seed)
+    loader = train_loader(samples, config, batched, sampler)
+    trainer = _trainer(config, run_dir, folder, progress)
     method.prepare(len(images), len(images) // (config.batch_size * trainer.world_size))
     n_params = sum(p.numel() for p in method.backbone.parameters()) / 1e6
     say = print if trainer.global_rank == 0 else (lambda *_: None)  # one summary, not one per process
     say(f"{method_name} | {method.config.backbone} ({n_params:.1f}M params, {channels}x{image_size}px) | "
-        f"{len(images)} images from {config.data} | batch {config.batch_size} | run folder {run_dir}")
+        f"{len(images)} images from {config.data}{skipped_note} | batch {config.batch_size} | run folder {run_dir}")
+    module = SelfsupModule(method, meta, views if batched else None, config.on_nan_loss)
     start = time.time()
-    trainer.fit(SelfsupModule(method, meta, views if batched else None), loader,
-                ckpt_path=str(last) if resume else None)
-    say(f"trained {trainer.global_step} steps in {time.time() - start:.0f}s; checkpoint: {last}")
+    try:
+        trainer.fit(module, loader, ckpt_path=str(checkpoint_path) if checkpoint_path else None)
+    except SIGTERMException:
+        raise TrainingInterrupted(f"stopped by SIGTERM after step {trainer.global_step}; checkpoint "
+                                  f"'{folder / LAST}' holds it: continue with --resume --out {run_dir}") from None
+    skipped = f"; skipped steps with a NaN/inf loss: {module.skipped_steps}" if module.skipped_steps else ""
+    say(f"trained {trainer.global_step} steps in {time.time() - start:.0f}s; checkpoint: {folder / LAST}"
+        f"{_late_bad_images(run_dir)}{skipped}")
     return run_dir
+
+
+class TrainingInterrupted(SelfsupError):
+    """The run was asked to stop (SIGTERM) and saved a checkpoint first."""
+
+    exit_code = 143  # 128 + SIGTERM, what schedulers expect of a process they stopped
 
 
 def _run_dir(method_name: str, out: str | None, resume: bool) -> Path:
@@ -93,52 +117,94 @@ def _run_dir(method_name: str, out: str | None, resume: bool) -> Path:
     return runs[-1].parent.parent
 
 
-def _saved_options(last: Path, method_name: str) -> dict[str, Any]:
-    if not last.is_file():
-        raise SelfsupError(f"cannot resume: '{last}' does not exist; start the run without --resume")
-    meta = read_checkpoint(last)["selfsup"]
+def _resume_point(folder: Path, method_name: str) -> tuple[Path, dict[str, Any]]:
+    """The newest readable checkpoint of the run (saying which newer ones were unreadable)."""
+    if not (folder / LAST).exists() and not step_checkpoints(folder):
+        raise SelfsupError(f"cannot resume: '{folder / LAST}' does not exist; start the run without --resume")
+    path, checkpoint, unreadable = latest_good_checkpoint(folder)
+    for reason in unreadable:
+        print(f"selfsup: warning: {reason}; resuming from the previous checkpoint '{path}'", file=sys.stderr)
+    meta = checkpoint["selfsup"]
     if meta["method"] != method_name:
-        raise SelfsupError(f"cannot resume: '{last}' was written by method '{meta['method']}', not "
+        raise SelfsupError(f"cannot resume: '{path}' was written by method '{meta['method']}', not "
                            f"'{method_name}'; run `selfsup train {meta['method']} --resume` or pick another --out")
-    return {**meta["train"], **meta["method_config"]}
+    return path, checkpoint
 
 
-class WithIndex(Dataset):
-    """(x, label) -> (x, label, i): methods with memory banks or surrogate classes need each image's index."""
-
-    def __init__(self, samples: Dataset):
-        self.samples = samples
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, i: int):
-        return (*self.samples[i], i)
+def _limited(images: ImageSet, config: TrainConfig) -> Dataset:
+    """A seeded random subset of limit_samples images, or all of them."""
+    if not config.limit_samples:
+        return images
+    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(config.seed))
+    chosen = order[: config.limit_samples].tolist()
+    return images.subset(chosen) if isinstance(images, FolderImageSet) else Subset(images, chosen)
 
 
-def train_loader(dataset: Dataset, config: TrainConfig, batched: bool = False) -> DataLoader:
+def _usable_images(images: Dataset, config: TrainConfig, run_dir: Path) -> tuple[Dataset, str]:
+    """An image folder without the files whose header shows they cannot be used (listed in
+    RUN/bad_images.txt), wrapped to skip files that fail later while decoding; (set, note for the summary).
+    With on_bad_image=error the first unusable file is a BadImageError instead."""
+    if not isinstance(images, FolderImageSet):
+        return images, ""
+    good, bad = scan_images(images.paths)
+    if bad and config.on_bad_image == "error":
+        path, reason = bad[0]
+        raise BadImageError(f"{len(bad)} of {len(images)} image files cannot be used, e.g. '{path}': {reason}; "
+                            "fix or remove them, or pass --on-bad-image skip", path, reason)
+    log_file = inside(run_dir, BAD_IMAGES)
+    log_file.write_text("".join(f"{path}\t{reason}\n" for path, reason in bad))
+    keep = set(good)
+    usable = images.subset([i for i, p in enumerate(images.paths) if p in keep]) if bad else images
+    if config.on_bad_image == "error":
+        return usable, ""
+    note = f" ({len(bad)} unusable files skipped, listed in {log_file})" if bad else ""
+    return SkipBadImages(usable, log_file), note
+
+
+def _late_bad_images(run_dir: Path) -> str:
+    """'; N images skipped (see FILE)' when any were, for the closing summary."""
+    log_file = run_dir / BAD_IMAGES
+    if not log_file.is_file():
+        return ""
+    paths = {line.partition("\t")[0] for line in log_file.read_text().splitlines() if line}
+    return f"; {len(paths)} image files skipped, listed in {log_file}" if paths else ""
+
+
+def train_loader(dataset: Dataset, config: TrainConfig, batched: bool = False,
+                 sampler: EpochSampler | None = None) -> DataLoader:
+    """Batches of `config.batch_size`, the last partial one dropped. With an EpochSampler (whose
+    keys `dataset` must accept, as KeyedSamples does) the order is resumable; without, shuffled."""
     workers = config.num_workers
     if workers is None:  # in-memory images need no worker to be stacked; decoding and views do
         workers = 0 if batched else min(8, (os.cpu_count() or 2) - 1)
-    return DataLoader(dataset, batch_size=config.batch_size, shuffle=True, drop_last=True,
-                      num_workers=workers, persistent_workers=workers > 0,
-                      pin_memory=torch.cuda.is_available())
+    # Its own generator: making an iterator draws worker seeds from it, not from the global RNG,
+    # whose stream the batched views continue after a resume.
+    generator = torch.Generator().manual_seed(config.seed)
+    return DataLoader(dataset, batch_size=config.batch_size, shuffle=sampler is None, sampler=sampler,
+                      drop_last=True, num_workers=workers, persistent_workers=workers > 0,
+                      pin_memory=torch.cuda.is_available(), generator=generator)
 
 
-def _trainer(config: TrainConfig, run_dir: Path, last: Path, progress: bool) -> L.Trainer:
+def _trainer(config: TrainConfig, run_dir: Path, folder: Path, progress: bool) -> L.Trainer:
     epochs = config.epochs or (None if config.max_steps else DEFAULT_EPOCHS)
     # Lightning's hints about worker counts and sync_dist do not apply to this loop.
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*sync_dist=True.*")
     warnings.filterwarnings("ignore", ".*LeafSpec.*")
+    # Our EpochSampler resumes mid-epoch from the restored step; Lightning cannot see that and warns.
+    warnings.filterwarnings("ignore", ".*your dataloader is not resumable.*")
+    warnings.filterwarnings("ignore", ".*`training_step` returned `None`.*")  # on_nan_loss=skip, on purpose
     # Lightning's start-up notes (accelerators found, tips) would bury our one-line summary.
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    logs = inside(run_dir, "logs")
     return L.Trainer(
         accelerator=config.accelerator, devices=config.devices, num_nodes=config.num_nodes,
         precision=config.precision, max_epochs=epochs, max_steps=config.max_steps or -1,
         # a new version_N log folder per (re)start: a resumed run keeps its earlier logs
-        logger=[CSVLogger(run_dir / "logs", name="csv"), TensorBoardLogger(run_dir / "logs", name="tensorboard")],
-        callbacks=[LastCheckpoint(str(last), config.checkpoint_every)],
+        logger=[CSVLogger(logs, name="csv"), TensorBoardLogger(logs, name="tensorboard")],
+        callbacks=[StepCheckpoints(folder, config.checkpoint_every, config.keep_last)],
+        # the sampler shards the data by rank itself (EpochSampler): Lightning must not replace it
+        use_distributed_sampler=False,
         plugins=[AtomicCheckpointIO()], enable_checkpointing=False, enable_model_summary=False,
         enable_progress_bar=progress, log_every_n_steps=min(10, config.max_steps or 10), default_root_dir=run_dir,
     )
