@@ -4,5 +4,6 @@ from selfsup.nn.backbones import create_backbone
 from selfsup.nn.distributed import gather_with_grad, rank, world_size
 from selfsup.nn.ema import cosine_momentum, ema_update, frozen_copy
 from selfsup.nn.heads import ProjectionHead
+from selfsup.nn.memory_bank import MemoryBank
 
-__all__ = ["ProjectionHead", "cosine_momentum", "create_backbone", "ema_update", "frozen_copy", "gather_with_grad", "rank", "world_size"]
+__all__ = ["MemoryBank", "ProjectionHead", "cosine_momentum", "create_backbone", "ema_update", "frozen_copy", "gather_with_grad", "rank", "world_size"]
