@@ -87,6 +87,7 @@ def test_resume_restores_the_saved_state(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_barlow_twins_beats_random_init_on_fashion_mnist(tmp_path):
+    # 300 steps: after the exact-resume data order landed, 150 steps gave +0.0145 (0.6550 -> 0.6695)
     random_init, pretrained = knn_before_and_after("barlowtwins", tmp_path, proj_hidden_dim=512, proj_dim=512,
-                                                   crop_min_scale=0.4)
+                                                   crop_min_scale=0.4, max_steps=300)
     assert pretrained > random_init + 0.02
