@@ -5,5 +5,6 @@ from selfsup.nn.distributed import gather_with_grad, rank, world_size
 from selfsup.nn.ema import cosine_momentum, ema_update, frozen_copy
 from selfsup.nn.heads import ProjectionHead
 from selfsup.nn.memory_bank import MemoryBank
+from selfsup.nn.queue import KeyQueue
 
-__all__ = ["MemoryBank", "ProjectionHead", "cosine_momentum", "create_backbone", "ema_update", "frozen_copy", "gather_with_grad", "rank", "world_size"]
+__all__ = ["KeyQueue", "MemoryBank", "ProjectionHead", "cosine_momentum", "create_backbone", "ema_update", "frozen_copy", "gather_with_grad", "rank", "world_size"]

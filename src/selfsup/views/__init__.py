@@ -1,8 +1,11 @@
 """View recipes: turn one uint8 image (C, H, W) into the float views a method trains on."""
 
+from selfsup.views.byol import BYOLViews
 from selfsup.views.dataset import TransformedImages
-from selfsup.views.exemplar import ExemplarViews
 from selfsup.views.eval import EvalTransform, normalization_for
-from selfsup.views.simclr import SimCLRViews
+from selfsup.views.exemplar import ExemplarViews
+from selfsup.views.multicrop import MultiCropViews
+from selfsup.views.simclr import MoCoV1Views, SimCLRViews, crop_and_colour
 
-__all__ = ["EvalTransform", "ExemplarViews", "SimCLRViews", "TransformedImages", "normalization_for"]
+__all__ = ["BYOLViews", "EvalTransform", "ExemplarViews", "MoCoV1Views", "MultiCropViews", "SimCLRViews",
+           "TransformedImages", "crop_and_colour", "normalization_for"]

@@ -1,4 +1,5 @@
-"""SimCLR's augmentation recipe (Chen et al. 2020, appendix A), scaled for small images."""
+"""SimCLR's augmentation recipe (Chen et al. 2020, appendix A), scaled for small images; the crop +
+colour recipe that MoCo, BYOL, SimSiam and SwAV's multi-crop build on."""
 
 import kornia.augmentation as K
 import torch
@@ -8,43 +9,61 @@ from torchvision.transforms import v2
 from selfsup.views.eval import normalization_for
 
 
+def simclr_jitter(strength: float) -> tuple[float, float, float, float]:
+    """Brightness, contrast, saturation 0.8s and hue 0.2s (SimCLR's colour distortion of strength s)."""
+    return 0.8 * strength, 0.8 * strength, 0.8 * strength, 0.2 * strength
+
+
+def crop_and_colour(size: int, channels: int, scale: tuple[float, float], jitter: tuple[float, ...],
+                    jitter_p: float = 0.8, blur_p: float = 0.5, solarize_p: float = 0.0) -> tuple[v2.Compose, nn.Sequential]:
+    """One view's recipe, per sample (torchvision, uint8 (C, H, W)) and batched (kornia, float (B, C, H, W)
+    in [0, 1], parameters drawn per sample). Both return normalised float views of `size` px.
+
+    Random resized crop (`scale`) + horizontal flip + colour jitter (brightness, contrast, saturation,
+    hue) with p `jitter_p` + grayscale with p 0.2 + Gaussian blur (σ 0.1-2, kernel ~10% of the side)
+    with p `blur_p` + solarisation (x ≥ 0.5 -> 1 - x) with p `solarize_p`. Blur is dropped below 64 px,
+    as lightly and solo-learn do for CIFAR: at that size a kernel of 10% of the side erases most of the
+    image. One-channel images get brightness/contrast jitter only (saturation, hue and grayscale need colour).
+    """
+    jitter = tuple(jitter) if channels == 3 else tuple(jitter[:2])
+    colour, blur, solarize = channels == 3, size >= 64 and blur_p > 0, solarize_p > 0
+    mean, std = normalization_for(channels)
+    kernel = int(0.1 * size) // 2 * 2 + 1  # odd, ~10% of the side
+    per_sample = v2.Compose([
+        v2.RandomResizedCrop(size, scale=scale, antialias=True),
+        v2.RandomHorizontalFlip(),
+        v2.RandomApply([v2.ColorJitter(*jitter)], p=jitter_p),
+        *([v2.RandomGrayscale(p=0.2)] if colour else []),
+        *([v2.RandomApply([v2.GaussianBlur(kernel, sigma=(0.1, 2.0))], p=blur_p)] if blur else []),
+        v2.ToDtype(torch.float32, scale=True),
+        *([v2.RandomSolarize(0.5, p=solarize_p)] if solarize else []),  # on [0, 1] floats
+        v2.Normalize(mean, std),
+    ])
+    batched = nn.Sequential(
+        K.RandomResizedCrop((size, size), scale=scale),
+        K.RandomHorizontalFlip(),
+        K.ColorJitter(*jitter, p=jitter_p),
+        *([K.RandomGrayscale(p=0.2)] if colour else []),
+        *([K.RandomGaussianBlur((kernel, kernel), (0.1, 2.0), p=blur_p)] if blur else []),
+        *([K.RandomSolarize(thresholds=0.0, additions=0.0, p=solarize_p)] if solarize else []),  # exactly 0.5
+        K.Normalize(torch.tensor(mean), torch.tensor(std)),
+    )
+    return per_sample, batched
+
+
 class SimCLRViews:
     """One uint8 image (C, H, W) -> `n_views` independently augmented float views (C, S, S);
     `batch` does the same for a whole uint8 batch (B, C, H, W) with per-sample parameters.
 
-    Random resized crop (scale `min_scale`..1) + horizontal flip + colour jitter with p 0.8
-    (strength s: brightness/contrast/saturation 0.8s, hue 0.2s) + grayscale with p 0.2 +
-    Gaussian blur with p 0.5. Blur is dropped below 64 px as lightly and solo-learn do for
-    CIFAR: at that size a kernel of 10% of the side erases most of the image. One-channel
-    images get brightness/contrast jitter only (saturation, hue and grayscale need colour).
-    The per-sample path uses torchvision; the batched one the same operations from kornia.
+    `crop_and_colour` with crop scale `min_scale`..1, jitter of strength s with p 0.8, grayscale
+    p 0.2, blur p 0.5 (from 64 px).
     """
 
     def __init__(self, image_size: int, channels: int, min_scale: float = 0.08,
                  jitter_strength: float = 1.0, n_views: int = 2):
         self.n_views = n_views
-        s = jitter_strength
-        jitter = (0.8 * s, 0.8 * s, 0.8 * s, 0.2 * s) if channels == 3 else (0.8 * s, 0.8 * s)
-        mean, std = normalization_for(channels)
-        kernel = int(0.1 * image_size) // 2 * 2 + 1  # odd, ~10% of the side
-        blur = image_size >= 64
-        self.transform = v2.Compose([
-            v2.RandomResizedCrop(image_size, scale=(min_scale, 1.0), antialias=True),
-            v2.RandomHorizontalFlip(),
-            v2.RandomApply([v2.ColorJitter(*jitter)], p=0.8),
-            *([v2.RandomGrayscale(p=0.2)] if channels == 3 else []),
-            *([v2.RandomApply([v2.GaussianBlur(kernel, sigma=(0.1, 2.0))], p=0.5)] if blur else []),
-            v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(mean, std),
-        ])
-        self.batch_transform = nn.Sequential(
-            K.RandomResizedCrop((image_size, image_size), scale=(min_scale, 1.0)),
-            K.RandomHorizontalFlip(),
-            K.ColorJitter(*jitter, p=0.8),
-            *([K.RandomGrayscale(p=0.2)] if channels == 3 else []),
-            *([K.RandomGaussianBlur((kernel, kernel), (0.1, 2.0), p=0.5)] if blur else []),
-            K.Normalize(torch.tensor(mean), torch.tensor(std)),
-        )
+        self.transform, self.batch_transform = crop_and_colour(image_size, channels, (min_scale, 1.0),
+                                                               simclr_jitter(jitter_strength))
 
     def __call__(self, image: torch.Tensor) -> list[torch.Tensor]:
         return [self.transform(image) for _ in range(self.n_views)]
@@ -53,3 +72,14 @@ class SimCLRViews:
         """uint8 (B, C, H, W) on any device -> `n_views` float batches (B, C, S, S)."""
         x = images.float() / 255
         return [self.batch_transform(x) for _ in range(self.n_views)]
+
+
+class MoCoV1Views(SimCLRViews):
+    """MoCo v1's recipe (He et al. 2020, sec. 4): crop scale `min_scale`-1, colour jitter 0.4 on all four
+    properties, always applied, grayscale p 0.2, flip; no blur. The paper converts to grayscale before
+    the jitter; here it comes after, as in every other recipe (the same thing for one-channel images)."""
+
+    def __init__(self, image_size: int, channels: int, min_scale: float = 0.2, n_views: int = 2):
+        self.n_views = n_views
+        self.transform, self.batch_transform = crop_and_colour(image_size, channels, (min_scale, 1.0),
+                                                               (0.4, 0.4, 0.4, 0.4), jitter_p=1.0, blur_p=0.0)
