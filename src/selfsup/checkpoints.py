@@ -137,6 +137,10 @@ def backbone_from_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any
     """(backbone with the trained weights, the checkpoint's `selfsup` metadata)."""
     checkpoint = read_checkpoint(path)
     meta = checkpoint["selfsup"]
+    if meta.get("kind") == "classifier":  # written by `eval finetune` / `distill`: no method, other keys
+        raise SelfsupError(f"'{path}' is a fine-tuned classifier, not a pretraining checkpoint; evaluate it with "
+                           "the result.json that `selfsup eval finetune` wrote, or pass the pretraining checkpoint "
+                           f"it came from ({meta.get('trained_by', {}).get('checkpoint', 'RUN/checkpoints/last.ckpt')})")
     config = meta["method_config"]
     backbone = create_backbone(config["backbone"], in_chans=meta["in_chans"], small_stem=config["small_stem"],
                                **config.get("backbone_kwargs", {}))

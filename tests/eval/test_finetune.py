@@ -2,9 +2,10 @@ import pytest
 import torch
 from timm.optim import Lars
 
-from selfsup.checkpoints import read_checkpoint
+from selfsup.checkpoints import export_backbone, read_checkpoint
 from selfsup.data import open_labeled
 from selfsup.errors import SelfsupError
+from selfsup.eval import load_encoder
 from selfsup.eval.finetune import (
     Classifier,
     CropFlip,
@@ -130,3 +131,7 @@ def test_quick_fine_tune_on_digits_beats_chance_and_saves_a_loadable_classifier(
         pretrained_encoder(result["classifier"], channels=1, native_size=8)
     with pytest.raises(SelfsupError, match="not a fine-tuned classifier"):
         load_classifier(simclrv2_checkpoint)
+    with pytest.raises(SelfsupError, match="is a fine-tuned classifier, not a pretraining checkpoint"):
+        load_encoder(result["classifier"], channels=1, native_size=8)  # eval knn / linear
+    with pytest.raises(SelfsupError, match="is a fine-tuned classifier, not a pretraining checkpoint"):
+        export_backbone(result["classifier"], tmp_path / "backbone.safetensors")

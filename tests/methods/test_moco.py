@@ -11,7 +11,6 @@ from selfsup.errors import SelfsupError
 from selfsup.losses.infonce import InfoNCELoss
 from selfsup.methods import METHODS, create, make_config
 from selfsup.methods.moco import MoCoV2
-
 from selfsup.train.run import train
 from selfsup.views import MoCoV1Views, SimCLRViews
 from tests.distributed import run_distributed

@@ -16,7 +16,6 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import kornia.augmentation as K
 import lightning as L
 import numpy as np
 import torch
@@ -25,7 +24,6 @@ from lightning.pytorch.loggers import CSVLogger
 from timm.optim import Lars
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
-from torchvision.transforms import v2
 
 from selfsup import __version__
 from selfsup.checkpoints import read_checkpoint
@@ -36,7 +34,8 @@ from selfsup.methods import create, method_class
 from selfsup.nn import create_backbone
 from selfsup.train.module import AtomicCheckpointIO
 from selfsup.train.optim import create_optimizer, warmup_cosine
-from selfsup.views import TransformedImages, normalization_for
+from selfsup.views import TransformedImages
+from selfsup.views.crop_flip import crop_flip
 
 CLASSIFIER_FILE = "classifier.ckpt"
 
@@ -145,16 +144,8 @@ class CropFlip:
     (torchvision), or `.batch` on a uint8 (B, C, H, W) batch (kornia, per-sample parameters)."""
 
     def __init__(self, image_size: int, channels: int, min_scale: float = 0.5):
-        mean, std = normalization_for(channels)
         self.channels = channels
-        self.transform = v2.Compose([
-            v2.RandomResizedCrop(image_size, scale=(min_scale, 1.0), antialias=True), v2.RandomHorizontalFlip(),
-            v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std),
-        ])
-        self.batch_transform = nn.Sequential(
-            K.RandomResizedCrop((image_size, image_size), scale=(min_scale, 1.0)), K.RandomHorizontalFlip(),
-            K.Normalize(torch.tensor(mean), torch.tensor(std)),
-        )
+        self.transform, self.batch_transform = crop_flip(image_size, channels, min_scale)
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
         return self.transform(_match_channels(image, self.channels))

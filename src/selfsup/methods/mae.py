@@ -1,0 +1,90 @@
+"""MAE: He, Chen, Xie, Li, Dollár, Girshick, "Masked Autoencoders Are Scalable Vision Learners", CVPR 2022."""
+
+from dataclasses import dataclass, field
+
+import torch
+
+from selfsup.errors import SelfsupError
+from selfsup.losses.reconstruction import masked_mse, normalize_patches
+from selfsup.methods.base import Method, MethodConfig
+from selfsup.methods.registry import register
+from selfsup.nn.decoders import MAEDecoder
+from selfsup.nn.vit import encode_visible, patch_size, patchify
+from selfsup.views.crop_flip import CropFlipViews
+from selfsup.views.masking import random_masking
+
+# The default encoder: ViT-Tiny with 4 px patches on 28 px images (7 x 7 = 49 patches), which trains on a CPU.
+VIT_TINY = "timm:vit_tiny_patch16_224"
+
+
+def small_image_patches() -> dict:
+    return {"img_size": 28, "patch_size": 4}
+
+
+@dataclass
+class MAEConfig(MethodConfig):
+    """Paper defaults: 75% of patches masked at random; AdamW lr 1.5e-4 x B/256, wd 0.05, warm-up 40 of
+    800 epochs (0.05); per-patch normalised targets; crops 0.2-1 + flip, no colour. The decoder is
+    256-d x 4 blocks (paper: 512-d x 8, sized for ViT-L) to match the default ViT-Tiny.
+    The backbone must be a timm ViT whose img_size is the training image size."""
+
+    backbone: str = VIT_TINY
+    backbone_kwargs: dict = field(default_factory=small_image_patches)
+    optimizer: str = "adamw"
+    lr: float = 1.5e-4
+    weight_decay: float = 0.05
+    momentum: float = 0.9
+    warmup_fraction: float = 0.05
+    mask_ratio: float = 0.75
+    decoder_dim: int = 256
+    decoder_depth: int = 4
+    decoder_heads: int = 8
+    norm_pix_loss: bool = True
+    crop_min_scale: float = 0.2
+
+
+def check_image_size(vit, image_size: int, name: str) -> None:
+    """A timm ViT's position embedding is built for one image size; say how to match it."""
+    expected = vit.patch_embed.img_size[0]
+    if image_size != expected:
+        raise SelfsupError(f"{name}: the ViT is built for {expected} px images but the data is {image_size} px; "
+                           f"pass --set backbone_kwargs='{{img_size: {image_size}, patch_size: "
+                           f"{patch_size(vit)}}}' (a multiple of the patch size) or --image-size {expected}")
+
+
+@register
+class MAE(Method):
+    """Mask 75% of the patches; the ViT encodes the visible ones only; a light decoder with mask tokens
+    predicts the pixels of every patch; the loss is the MSE on the hidden patches."""
+
+    name = "mae"
+    paper = "He et al., Masked Autoencoders Are Scalable Vision Learners (MAE), CVPR 2022"
+    deviations = ("defaults to ViT-Tiny with 4 px patches on 28 px images and a 256-d x 4-block decoder (paper: "
+                  "ViT-B/L/H/16 at 224 px, decoder 512-d x 8); AdamW β2 0.999 (paper 0.95)")
+    config_class = MAEConfig
+
+    def __init__(self, config: MAEConfig, in_chans: int = 3):
+        super().__init__(config, in_chans)
+        self.patch = patch_size(self.backbone)
+        self.grid = tuple(self.backbone.patch_embed.grid_size)
+        self.decoder = MAEDecoder(self.backbone.embed_dim, self.grid, self.patch * self.patch * in_chans,
+                                  config.decoder_dim, config.decoder_depth, config.decoder_heads,
+                                  self.backbone.num_prefix_tokens)
+
+    def default_views(self, image_size: int, channels: int) -> CropFlipViews:
+        check_image_size(self.backbone, image_size, self.name)
+        return CropFlipViews(image_size, channels, self.config.crop_min_scale)
+
+    def reconstruct(self, x: torch.Tensor, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """(B, C, H, W) -> {pred (B, N, p·p·C), target (same), mask (B, N), 1 = hidden}."""
+        keep, mask = random_masking(x.shape[0], self.grid[0] * self.grid[1], self.config.mask_ratio, generator,
+                                    x.device)
+        pred = self.decoder(encode_visible(self.backbone, x, keep), keep)
+        target = patchify(x, self.patch)
+        return {"pred": pred, "target": normalize_patches(target) if self.config.norm_pix_loss else target,
+                "mask": mask}
+
+    def training_step(self, views: list[torch.Tensor], indices: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        (x,) = views  # (B, C, H, W)
+        out = self.reconstruct(x)
+        return {"loss": masked_mse(out["pred"], out["target"], out["mask"])}
