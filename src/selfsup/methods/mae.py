@@ -9,7 +9,7 @@ from selfsup.losses.reconstruction import masked_mse, normalize_patches
 from selfsup.methods.base import Method, MethodConfig
 from selfsup.methods.registry import register
 from selfsup.nn.decoders import MAEDecoder
-from selfsup.nn.vit import encode_visible, patch_size, patchify
+from selfsup.nn.vit import encode_visible, patch_size, patchify, unpatchify
 from selfsup.views.crop_flip import CropFlipViews
 from selfsup.views.masking import random_masking
 
@@ -88,3 +88,23 @@ class MAE(Method):
         (x,) = views  # (B, C, H, W)
         out = self.reconstruct(x)
         return {"loss": masked_mse(out["pred"], out["target"], out["mask"])}
+
+    @torch.no_grad()
+    def visualize(self, x: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, C, H, W) -> (masked, reconstructed) images for `selfsup plot reconstructions`: hidden patches
+        shown at the data's mean (0), then filled with the predictions (de-normalised with the original
+        patch's mean and variance when the targets were normalised), visible patches kept."""
+        out = self.reconstruct(x, generator)
+        return masked_and_filled(x, out["pred"], out["mask"], self.patch, self.grid,
+                                 patchify(x, self.patch) if self.config.norm_pix_loss else None)
+
+
+def masked_and_filled(x: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor, p: int, grid: tuple[int, int],
+                      normalized_from: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images with the hidden patches blanked, and with them replaced by `pred` (B, N, P); when the
+    predictions are per-patch normalised, `normalized_from` (B, N, P) are the patches that set their scale."""
+    patches, hidden = patchify(x, p), mask.unsqueeze(-1)  # (B, N, P), (B, N, 1)
+    if normalized_from is not None:
+        mean, var = normalized_from.mean(dim=-1, keepdim=True), normalized_from.var(dim=-1, keepdim=True)
+        pred = pred * (var + 1e-6).sqrt() + mean
+    return unpatchify(patches * (1 - hidden), p, grid), unpatchify(patches * (1 - hidden) + pred * hidden, p, grid)

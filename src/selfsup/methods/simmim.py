@@ -8,7 +8,7 @@ from torch import nn
 
 from selfsup.losses.reconstruction import masked_l1
 from selfsup.methods.base import Method, MethodConfig
-from selfsup.methods.mae import VIT_TINY, check_image_size, small_image_patches
+from selfsup.methods.mae import VIT_TINY, check_image_size, masked_and_filled, small_image_patches
 from selfsup.methods.registry import register
 from selfsup.nn.vit import encode_with_mask_token, patch_size, patchify
 from selfsup.views.crop_flip import CropFlipViews
@@ -65,3 +65,9 @@ class SimMIM(Method):
         (x,) = views  # (B, C, H, W)
         out = self.reconstruct(x)
         return {"loss": masked_l1(out["pred"], out["target"], out["mask"])}
+
+    @torch.no_grad()
+    def visualize(self, x: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, C, H, W) -> (masked, reconstructed) images for `selfsup plot reconstructions`."""
+        out = self.reconstruct(x, generator)
+        return masked_and_filled(x, out["pred"], out["mask"], self.patch, self.grid)

@@ -34,3 +34,21 @@ class MAEDecoder(nn.Module):
         full = full.scatter(1, keep.unsqueeze(-1).expand(-1, -1, dim), visible)  # visible tokens back in place
         x = torch.cat([prefix, full + self.pos_embed.to(x.dtype)], dim=1)
         return self.pred(self.norm(self.blocks(x)))[:, self.num_prefix_tokens:]  # (B, N, patch_pixels)
+
+
+class PatchPixelHead(nn.Module):
+    """SiT's reconstruction head: every patch token through 2 fully connected layers with GELU, then a
+    transposed convolution with kernel = stride = patch size back to that patch's pixels.
+
+    forward(tokens (B, h·w, D)) -> images (B, channels, h·p, w·p)."""
+
+    def __init__(self, dim: int, hidden_dim: int, patch: int, channels: int, grid: tuple[int, int]):
+        super().__init__()
+        self.grid = grid
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, hidden_dim), nn.GELU())
+        self.to_pixels = nn.ConvTranspose2d(hidden_dim, channels, kernel_size=patch, stride=patch)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        x = self.mlp(tokens)  # (B, N, hidden)
+        x = x.transpose(1, 2).reshape(x.shape[0], -1, *self.grid)  # (B, hidden, h, w)
+        return self.to_pixels(x)
