@@ -105,6 +105,21 @@ def _parser() -> argparse.ArgumentParser:
                                        "[TEACHER_FOLDER/distill-STUDENT]")
     distill.set_defaults(run=_distill)
 
+    plot = commands.add_parser("plot", help="figures: reconstructions of a masked image model, t-SNE of embeddings")
+    figures = plot.add_subparsers(dest="figure", required=True, metavar="{reconstructions,tsne}")
+    recon = figures.add_parser("reconstructions", help="original / corrupted / reconstructed test images (sit, gmml, "
+                                                       "mae, simmim)")
+    recon.add_argument("--checkpoint", required=True)
+    recon.add_argument("--data", help="labeled set whose test images are shown [the checkpoint's training data]")
+    recon.add_argument("--n", type=int, default=8, help="images [8]")
+    recon.add_argument("--seed", type=int, default=0, help="picks the images and the masks [0]")
+    recon.add_argument("--out", required=True, help="FILE.png")
+    recon.set_defaults(run=_plot)
+    tsne = figures.add_parser("tsne", parents=[_eval_common()], help="t-SNE of test-set embeddings by label")
+    tsne.add_argument("--n", type=int, default=2000, help="test images [2000]")
+    tsne.add_argument("--out", required=True, help="FILE.png")
+    tsne.set_defaults(run=_plot)
+
     export = commands.add_parser("export", help="write the backbone as safetensors + a JSON sidecar")
     export.add_argument("--checkpoint", required=True)
     export.add_argument("--out", required=True, help="FILE.safetensors")
@@ -209,6 +224,18 @@ def _distill(args: argparse.Namespace) -> None:
           f"{result['agreement']:.4f}) | student {result['student']} ({result['student_params_m']}M params, teacher "
           f"{result['teacher_params_m']}M) | {result['n_images']} images, {result['steps']} steps | "
           f"{result['seconds']}s | {result['json']}")
+
+
+def _plot(args: argparse.Namespace) -> None:
+    from selfsup.eval.plots import plot_reconstructions, plot_tsne
+
+    if args.figure == "reconstructions":
+        path = plot_reconstructions(args.checkpoint, args.out, data=args.data, n=args.n, seed=args.seed)
+    else:
+        path = plot_tsne(args.checkpoint, args.out, data=args.data, n=args.n, seed=args.seed,
+                         test_fraction=args.test_fraction, backbone=args.backbone,
+                         small_stem=args.small_stem, image_size=args.image_size, backbone_kwargs=args.backbone_kwargs)
+    print(f"wrote {path}")
 
 
 def _export(args: argparse.Namespace) -> None:

@@ -1,0 +1,91 @@
+"""Figures: what a masked-image model restores (SiT's figure), and a t-SNE of test-set embeddings."""
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display is needed or assumed
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from sklearn.manifold import TSNE
+from torch.utils.data import Subset
+
+from selfsup.checkpoints import read_checkpoint
+from selfsup.data import open_labeled
+from selfsup.errors import SelfsupError
+from selfsup.eval.features import extract_features, load_encoder
+from selfsup.methods import create
+from selfsup.views import EvalTransform, normalization_for
+
+
+def load_method(checkpoint: str) -> tuple[torch.nn.Module, dict]:
+    """The whole trained method (backbone and heads) from a pretraining checkpoint, in eval mode."""
+    saved = read_checkpoint(checkpoint)
+    meta = saved["selfsup"]
+    if meta.get("kind") == "classifier":
+        raise SelfsupError(f"'{checkpoint}' is a fine-tuned classifier; pass the pretraining checkpoint")
+    method = create(meta["method"], in_chans=meta["in_chans"], **meta["method_config"])
+    method.load_state_dict({k[len("method."):]: v for k, v in saved["state_dict"].items() if k.startswith("method.")})
+    return method.eval(), meta
+
+
+def plot_reconstructions(checkpoint: str, out: str | Path, data: str | None = None, n: int = 8,
+                         seed: int = 0) -> Path:
+    """Rows original / corrupted (or masked) / reconstructed for n test images of `data` (default: the
+    data the checkpoint trained on) -> a PNG at `out`."""
+    method, meta = load_method(checkpoint)
+    if not hasattr(method, "visualize"):
+        raise SelfsupError(f"{meta['method']} does not reconstruct images; reconstructions need a masked image "
+                           "model (sit, gmml, mae, simmim)")
+    _, test_set = open_labeled(data or meta["train"]["data"])
+    chosen = torch.randperm(len(test_set), generator=torch.Generator().manual_seed(seed))[:n]
+    transform = EvalTransform(meta["image_size"], meta["in_chans"])
+    x = torch.stack([transform(test_set[int(i)][0]) for i in chosen])  # (n, C, S, S)
+    corrupted, restored = method.visualize(x, torch.Generator().manual_seed(seed))
+    rows = {"original": x, "corrupted": corrupted, "reconstructed": restored}
+    fig, axes = plt.subplots(3, len(x), figsize=(1.2 * len(x), 3.9), squeeze=False)
+    for r, (label, images) in enumerate(rows.items()):
+        for c, image in enumerate(_pixels(images, meta["in_chans"])):
+            axes[r, c].imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=1)
+            axes[r, c].set_xticks([]), axes[r, c].set_yticks([])
+        axes[r, 0].set_ylabel(label, fontsize=8)
+    fig.suptitle(f"{meta['method']}: {Path(checkpoint).name}", fontsize=9)
+    return _save(fig, out)
+
+
+def plot_tsne(checkpoint: str, out: str | Path, data: str = "fashion-mnist", n: int = 2000, seed: int = 0,
+              test_fraction: float = 0.2, **encoder_options) -> Path:
+    """t-SNE of the frozen encoder's features of n seeded test images, coloured by label -> a PNG.
+    `checkpoint` may be 'random' (with backbone options in encoder_options) or 'pixels'."""
+    _, test_set = open_labeled(data, test_fraction, seed)
+    encoder = load_encoder(checkpoint, test_set.channels, test_set.native_size, **encoder_options)
+    chosen = torch.randperm(len(test_set), generator=torch.Generator().manual_seed(seed))[:n]
+    features, labels = extract_features(encoder, Subset(test_set, chosen.tolist()), desc="t-SNE features")
+    points = TSNE(n_components=2, init="pca", perplexity=min(30, len(chosen) - 1), random_state=seed).fit_transform(
+        features.numpy().astype(np.float32))
+    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    names = test_set.classes or [str(c) for c in range(int(labels.max()) + 1)]
+    for c, name in enumerate(names):
+        at = labels.numpy() == c
+        ax.scatter(points[at, 0], points[at, 1], s=4, color=plt.cm.tab10(c % 10), label=name)
+    ax.legend(markerscale=3, fontsize=7, loc="best")
+    ax.set_xticks([]), ax.set_yticks([])
+    ax.set_title(f"t-SNE of {len(chosen)} {data} test images: {encoder.description}", fontsize=9)
+    return _save(fig, out)
+
+
+def _pixels(images: torch.Tensor, channels: int) -> np.ndarray:
+    """Normalised (B, C, H, W) -> displayable (B, H, W) or (B, H, W, 3) in [0, 1]."""
+    mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in normalization_for(channels))
+    pixels = (images.float().cpu() * std + mean).clamp(0, 1)
+    return pixels[:, 0].numpy() if channels == 1 else pixels.permute(0, 2, 3, 1).numpy()
+
+
+def _save(fig, out: str | Path) -> Path:
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(out, dpi=150)
+    plt.close(fig)
+    return out
