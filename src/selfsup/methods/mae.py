@@ -9,7 +9,7 @@ from selfsup.losses.reconstruction import masked_mse, normalize_patches
 from selfsup.methods.base import Method, MethodConfig
 from selfsup.methods.registry import register
 from selfsup.nn.decoders import MAEDecoder
-from selfsup.nn.vit import encode_visible, patch_size, patchify, unpatchify
+from selfsup.nn.vit import encode_visible, patch_grid, patch_size, patchify, unpatchify
 from selfsup.views.crop_flip import CropFlipViews
 from selfsup.views.masking import random_masking
 
@@ -65,8 +65,7 @@ class MAE(Method):
 
     def __init__(self, config: MAEConfig, in_chans: int = 3):
         super().__init__(config, in_chans)
-        self.patch = patch_size(self.backbone)
-        self.grid = tuple(self.backbone.patch_embed.grid_size)
+        self.patch, self.grid = patch_grid(self.backbone)
         self.decoder = MAEDecoder(self.backbone.embed_dim, self.grid, self.patch * self.patch * in_chans,
                                   config.decoder_dim, config.decoder_depth, config.decoder_heads,
                                   self.backbone.num_prefix_tokens)

@@ -10,7 +10,7 @@ from selfsup.losses.reconstruction import masked_l1
 from selfsup.methods.base import Method, MethodConfig
 from selfsup.methods.mae import VIT_TINY, check_image_size, masked_and_filled, small_image_patches
 from selfsup.methods.registry import register
-from selfsup.nn.vit import encode_with_mask_token, patch_size, patchify
+from selfsup.nn.vit import encode_with_mask_token, patch_grid, patchify
 from selfsup.views.crop_flip import CropFlipViews
 from selfsup.views.masking import grid_masking
 
@@ -45,8 +45,7 @@ class SimMIM(Method):
 
     def __init__(self, config: SimMIMConfig, in_chans: int = 3):
         super().__init__(config, in_chans)
-        self.patch = patch_size(self.backbone)
-        self.grid = tuple(self.backbone.patch_embed.grid_size)
+        self.patch, self.grid = patch_grid(self.backbone)
         self.mask_token = nn.Parameter(torch.zeros(self.backbone.embed_dim))
         nn.init.trunc_normal_(self.mask_token, std=0.02)
         self.decoder = nn.Linear(self.backbone.embed_dim, self.patch * self.patch * in_chans)

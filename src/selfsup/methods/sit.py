@@ -14,7 +14,7 @@ from selfsup.methods.mae import VIT_TINY, check_image_size, small_image_patches
 from selfsup.methods.registry import register
 from selfsup.nn import ProjectionHead, cosine_momentum, ema_update, frozen_copy
 from selfsup.nn.decoders import PatchPixelHead
-from selfsup.nn.vit import patch_size
+from selfsup.nn.vit import patch_grid
 from selfsup.views.byol import BYOLViews
 from selfsup.views.gmml import GMMLCorruption
 
@@ -77,8 +77,7 @@ class SiT(Method):
         if config.recon_weight <= 0 and config.contrastive_weight <= 0:
             raise SelfsupError(f"{self.name}: recon_weight and contrastive_weight are both 0, nothing to learn; "
                                "set one of them above 0")
-        self.patch = patch_size(self.backbone)
-        self.grid = tuple(self.backbone.patch_embed.grid_size)
+        self.patch, self.grid = patch_grid(self.backbone)
         dim = self.backbone.embed_dim
         self.corruption = GMMLCorruption(config.corrupt_ratio, config.replace_ratio, (config.side_min, config.side_max),
                                          self.patch if config.align_to_patches else 1,

@@ -19,6 +19,11 @@ def patch_size(vit: nn.Module) -> int:
     return int(p)
 
 
+def patch_grid(vit: nn.Module) -> tuple[int, tuple[int, int]]:
+    """(patch side p, token grid (h, w)) of a timm ViT."""
+    return patch_size(vit), tuple(vit.patch_embed.grid_size)
+
+
 def patchify(images: torch.Tensor, p: int) -> torch.Tensor:
     """(B, C, H, W) -> (B, N, p·p·C): patches in row-major order, each patch's pixels as (row, column, channel)."""
     B, C, H, W = images.shape
