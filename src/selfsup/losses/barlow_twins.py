@@ -1,27 +1,9 @@
 """Barlow Twins' redundancy-reduction loss (Zbontar et al. 2021, eq. 1-2)."""
 
-import warnings
-
 import torch
-import torch.distributed.nn.functional as dist_fn
 from torch import nn
 
-from selfsup.nn.distributed import world_size
-
-# torch 2.14 marks the autograd all_reduce deprecated in favour of a private module (see nn/distributed.py).
-warnings.filterwarnings("ignore", "torch.distributed.nn.functional.all_reduce is deprecated", FutureWarning)
-
-
-def all_reduce_with_grad(x: torch.Tensor) -> torch.Tensor:
-    """Sum of `x` over all devices, on every device, with gradient.
-
-    The backward pass sums the devices' gradients too. `torch.distributed.all_reduce` would cut
-    the graph there: each device then back-propagates only its own term of the sum, so after
-    DDP averages the devices' gradients they come out W times too small.
-    """
-    if world_size() == 1:
-        return x
-    return dist_fn.all_reduce(x)
+from selfsup.nn.distributed import all_reduce_with_grad, world_size
 
 
 def batch_normalize(z: torch.Tensor, n: int, eps: float = 1e-5) -> torch.Tensor:

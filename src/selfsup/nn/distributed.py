@@ -6,9 +6,9 @@ import torch
 import torch.distributed as dist
 import torch.distributed.nn.functional as dist_fn
 
-# torch 2.14 marks the autograd all_gather deprecated in favour of a private module; it is still
-# the public, documented way to gather with gradient, and what torch 2.4-2.13 offer.
-warnings.filterwarnings("ignore", "torch.distributed.nn.functional.all_gather is deprecated", FutureWarning)
+# torch 2.14 marks the autograd all_gather and all_reduce deprecated in favour of a private module;
+# they are still the public, documented way to communicate with gradient, and what torch 2.4-2.13 offer.
+warnings.filterwarnings("ignore", "torch.distributed.nn.functional.all_(gather|reduce) is deprecated", FutureWarning)
 
 
 def world_size() -> int:
@@ -28,3 +28,15 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     if world_size() == 1:
         return x
     return torch.cat(dist_fn.all_gather(x), dim=0)
+
+
+def all_reduce_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """Sum of `x` over all devices, on every device, with gradient.
+
+    The backward pass sums the devices' gradients too. `torch.distributed.all_reduce` would cut
+    the graph there: each device then back-propagates only its own term of the sum, so after
+    DDP averages the devices' gradients they come out W times too small.
+    """
+    if world_size() == 1:
+        return x
+    return dist_fn.all_reduce(x)
