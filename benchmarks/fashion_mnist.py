@@ -153,10 +153,19 @@ def write_table(rows: list[dict], steps: int, out: Path) -> None:
         "|---|---|---|---|---|---|",
     ]
     for r in rows:
-        settings = ", ".join(f"{k} {v}" for k, v in r.get("settings", {}).items()) or "-"
         label = {"pixels": "raw pixels", "random": "random init (same encoder)"}.get(r["method"], r["method"])
         lines.append(f"| {label} | {r['knn']:.4f} | {r['linear']:.4f} | {r.get('train_seconds', '-')} | "
-                     f"{r.get('peak_rss_mib', '-')} | {settings} |")
+                     f"{r.get('peak_rss_mib', '-')} | {settings_text(r)} |")
+    write_results(lines, rows, out)
+
+
+def settings_text(row: dict) -> str:
+    """A result's settings beyond the paper's as 'key value, ...', or '-'."""
+    return ", ".join(f"{k} {v}" for k, v in row.get("settings", {}).items()) or "-"
+
+
+def write_results(lines: list[str], rows: list[dict], out: Path) -> None:
+    """The table's markdown `lines` to `out`, the raw rows beside it as .json, and the table to stdout."""
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n")
     out.with_suffix(".json").write_text(json.dumps(rows, indent=2))

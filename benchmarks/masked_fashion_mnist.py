@@ -11,12 +11,11 @@ again after an interruption and only the missing ones run.
 """
 
 import argparse
-import json
 from functools import partial
 from pathlib import Path
 
 import torch
-from fashion_mnist import cached, evaluate, train_and_evaluate
+from fashion_mnist import cached, evaluate, settings_text, train_and_evaluate, write_results
 
 from selfsup.data import open_labeled
 from selfsup.eval.finetune import finetune
@@ -95,16 +94,12 @@ def write_table(rows: list[dict], steps: int, finetune_steps: int, out: Path) ->
         "|---|---|---|---|---|---|",
     ]
     for r in rows:
-        settings = ", ".join(f"{k} {v}" for k, v in r.get("settings", {}).items()) or "-"
         label = "random init (same ViT)" if r["method"] == "random" else r["method"]
         lines.append(f"| {label} | {r['knn']:.4f} | {r['linear']:.4f} | {r['finetune']:.4f} | "
-                     f"{r.get('train_seconds', '-')} | {settings} |")
+                     f"{r.get('train_seconds', '-')} | {settings_text(r)} |")
     lines += ["", "Figures beside this file: `reconstructions_NAME.png` (rows: test image, corrupted or masked, "
               "restored) and `tsne_vit_random.png` / `tsne_vit_sit.png`."]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines) + "\n")
-    out.with_suffix(".json").write_text(json.dumps(rows, indent=2))
-    print("\n".join(lines))
+    write_results(lines, rows, out)
 
 
 if __name__ == "__main__":

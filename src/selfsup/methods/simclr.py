@@ -4,6 +4,7 @@ Visual Representations", ICML 2020."""
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from selfsup.losses import NTXentLoss
 from selfsup.methods.base import Method, MethodConfig
@@ -37,8 +38,12 @@ class SimCLR(Method):
 
     def __init__(self, config: SimCLRConfig, in_chans: int = 3):
         super().__init__(config, in_chans)
-        self.projection_head = ProjectionHead(self.backbone.num_features, config.proj_hidden_dim, config.proj_dim)
+        self.projection_head = self.projection(self.backbone.num_features)
         self.criterion = NTXentLoss(config.temperature)
+
+    def projection(self, width: int) -> nn.Module:
+        """g(·): the head from the backbone's `width` features to the space where NT-Xent is taken."""
+        return ProjectionHead(width, self.config.proj_hidden_dim, self.config.proj_dim)
 
     def default_views(self, image_size: int, channels: int) -> SimCLRViews:
         return SimCLRViews(image_size, channels, self.config.crop_min_scale, self.config.jitter_strength)

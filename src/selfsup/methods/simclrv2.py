@@ -8,15 +8,13 @@ the fine-tuned network into a student on unlabeled images (`selfsup distill`).
 
 from dataclasses import dataclass
 
-import torch
 from torch import nn
 
 from selfsup.errors import SelfsupError
-from selfsup.losses.ntxent import NTXentLoss
-from selfsup.methods.base import Method, MethodConfig
+from selfsup.methods.base import MethodConfig
 from selfsup.methods.registry import register
+from selfsup.methods.simclr import SimCLR
 from selfsup.nn.heads import ProjectionHead
-from selfsup.views.simclr import SimCLRViews
 
 
 @dataclass
@@ -40,7 +38,7 @@ class SimCLRv2Config(MethodConfig):
 
 
 @register
-class SimCLRv2(Method):
+class SimCLRv2(SimCLR):
     """Two views -> backbone f -> 3-layer head g -> NT-Xent between the two projections of each image.
 
     `finetune_encoder()` is the module fine-tuning starts from: f followed by the first
@@ -54,24 +52,12 @@ class SimCLRv2(Method):
                   "0.1*sqrt(batch), the same at its batch of 4096")
     config_class = SimCLRv2Config
 
-    def __init__(self, config: SimCLRv2Config, in_chans: int = 3):
-        super().__init__(config, in_chans)
-        if config.proj_layers < 1 or not 0 <= config.finetune_layers <= config.proj_layers:
+    def projection(self, width: int) -> nn.Module:
+        c = self.config
+        if c.proj_layers < 1 or not 0 <= c.finetune_layers <= c.proj_layers:
             raise SelfsupError(f"simclrv2 needs proj_layers >= 1 and 0 <= finetune_layers <= proj_layers, got "
-                               f"{config.proj_layers} and {config.finetune_layers}")
-        width = self.backbone.num_features
-        self.projection_head = ProjectionHead(width, config.proj_hidden_dim or width, config.proj_dim,
-                                              num_layers=config.proj_layers, last_bn=True)
-        self.criterion = NTXentLoss(config.temperature)
-
-    def default_views(self, image_size: int, channels: int) -> SimCLRViews:
-        return SimCLRViews(image_size, channels, self.config.crop_min_scale, self.config.jitter_strength)
-
-    def training_step(self, views: list[torch.Tensor], indices: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        x1, x2 = views  # (B, C, S, S) each
-        z1 = self.projection_head(self.backbone(x1))  # (B, proj_dim)
-        z2 = self.projection_head(self.backbone(x2))
-        return {"loss": self.criterion(z1, z2)}
+                               f"{c.proj_layers} and {c.finetune_layers}")
+        return ProjectionHead(width, c.proj_hidden_dim or width, c.proj_dim, num_layers=c.proj_layers, last_bn=True)
 
     def finetune_encoder(self) -> nn.Module:
         """The backbone and the head's first `finetune_layers` layers (the same modules, not copies):
