@@ -15,8 +15,8 @@ SHORT_RUN = dict(data="fashion-mnist", limit_samples=8192, backbone="resnet18", 
                  max_steps=150, batch_size=128, optimizer="adamw", lr=0.002, weight_decay=1e-4, seed=0)
 
 
-def knn_top1(checkpoint: str, train_set, test_set) -> float:
-    encoder = load_encoder(checkpoint, channels=1, native_size=28, backbone="resnet18", backbone_kwargs=NARROW)
+def knn_top1(checkpoint: str, train_set, test_set, backbone: str, backbone_kwargs: dict) -> float:
+    encoder = load_encoder(checkpoint, channels=1, native_size=28, backbone=backbone, backbone_kwargs=backbone_kwargs)
     train_x, train_y = extract_features(encoder, train_set)
     test_x, test_y = extract_features(encoder, test_set)
     return float((knn_predict(train_x, train_y, test_x, k=20) == test_y).float().mean())
@@ -25,13 +25,21 @@ def knn_top1(checkpoint: str, train_set, test_set) -> float:
 def knn_before_and_after(method: str, tmp_path: Path, **options) -> tuple[float, float]:
     """Train `method` with SHORT_RUN updated by `options`; kNN top-1 (4000 train -> 2000 test
     images) of the random-init encoder and of the trained one."""
-    run_dir = train(method, {**SHORT_RUN, **options}, out=str(tmp_path / "run"), progress=False)
+    settings = {**SHORT_RUN, **options}
+    run_dir = train(method, settings, out=str(tmp_path / "run"), progress=False)
     train_set, test_set = open_labeled("fashion-mnist")
     order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(1))
     train_set, test_set = Subset(train_set, order[:4000].tolist()), Subset(test_set, range(2000))
     torch.manual_seed(0)
-    random_init = knn_top1("random", train_set, test_set)
-    pretrained = knn_top1(str(run_dir / "checkpoints" / "last.ckpt"), train_set, test_set)
-    print(f"kNN top-1 {method}: random init {random_init:.4f}, after {options.get('max_steps', 150)} steps "
+    encoder = {"backbone": settings["backbone"], "backbone_kwargs": settings["backbone_kwargs"]}
+    random_init = knn_top1("random", train_set, test_set, **encoder)
+    pretrained = knn_top1(str(run_dir / "checkpoints" / "last.ckpt"), train_set, test_set, **encoder)
+    print(f"kNN top-1 {method}: random init {random_init:.4f}, after {settings['max_steps']} steps "
           f"{pretrained:.4f}")
     return random_init, pretrained
+
+# The masked image models' learning tests: a 2-block, 96-d ViT with 7 px patches (16 tokens + class token).
+SMALL_VIT = dict(backbone="timm:vit_tiny_patch16_224", weight_decay=0.05,
+                 backbone_kwargs={"img_size": 28, "patch_size": 7, "depth": 2, "embed_dim": 96, "num_heads": 3})
+# the same with the mean patch token as the feature, for the methods that never train the class token
+SMALL_VIT_AVG_POOL = dict(SMALL_VIT, backbone_kwargs={**SMALL_VIT["backbone_kwargs"], "global_pool": "avg"})

@@ -85,5 +85,5 @@ def test_limit_samples_sets_the_number_of_classes_and_resume_restores_the_classi
 
 @pytest.mark.slow
 def test_exemplar_beats_random_init_on_fashion_mnist(tmp_path):
-    random_init, pretrained = knn_before_and_after("exemplar", tmp_path, limit_samples=2048)
+    random_init, pretrained = knn_before_and_after("exemplar", tmp_path, limit_samples=1024)  # 0.6550 -> 0.6980
     assert pretrained > random_init + 0.02

@@ -10,6 +10,7 @@ from selfsup.losses.reconstruction import masked_l1, masked_mse, normalize_patch
 from selfsup.methods import METHODS, create, make_config
 from selfsup.nn.vit import patchify
 from selfsup.views.crop_flip import CropFlipViews
+from tests.learning import SMALL_VIT_AVG_POOL, knn_before_and_after
 from tests.methods.test_barlow_twins import state_at_resume, write_images
 
 TINY_VIT = dict(backbone_kwargs={"img_size": 16, "patch_size": 4, "depth": 1, "embed_dim": 32, "num_heads": 2})
@@ -24,6 +25,7 @@ def test_registry_has_the_paper_defaults():
                                                                                                  True, 0.2)
     assert (simmim.mask_ratio, simmim.mask_unit, simmim.weight_decay, simmim.crop_min_scale) == (0.6, 2, 0.05, 0.67)
     assert mae.optimizer == simmim.optimizer == "adamw"
+    assert mae.backbone_kwargs["global_pool"] == simmim.backbone_kwargs["global_pool"] == "avg"  # no class token
     assert "decoder 512-d x 8" in METHODS["mae"].deviations and METHODS["simmim"].paper.startswith("Xie")
 
 
@@ -99,3 +101,18 @@ def test_resume_restores_the_saved_state(tmp_path, monkeypatch, name):
     assert saved.keys() == resumed.keys()
     for key in saved:
         torch.testing.assert_close(resumed[key], saved[key])
+
+
+# kNN top-1 measured on 2 cores, one thread per test process: mae 0.6025 -> 0.6530, simmim 0.6025 -> 0.6355
+@pytest.mark.slow
+def test_mae_beats_random_init_on_fashion_mnist(tmp_path):
+    random_init, pretrained = knn_before_and_after("mae", tmp_path, **SMALL_VIT_AVG_POOL, decoder_dim=64,
+                                                   decoder_depth=1, decoder_heads=2, lr=0.002, max_steps=300)
+    assert pretrained > random_init + 0.03
+
+
+@pytest.mark.slow
+def test_simmim_beats_random_init_on_fashion_mnist(tmp_path):
+    random_init, pretrained = knn_before_and_after("simmim", tmp_path, **SMALL_VIT_AVG_POOL, mask_unit=1, lr=0.002,
+                                                   max_steps=300)
+    assert pretrained > random_init + 0.02

@@ -8,6 +8,7 @@ from selfsup.losses.ntxent import NTXentLoss
 from selfsup.methods import METHODS, create, make_config
 from selfsup.nn import cosine_momentum
 from selfsup.views import BYOLViews
+from tests.learning import SMALL_VIT, SMALL_VIT_AVG_POOL, knn_before_and_after
 from tests.methods.test_barlow_twins import state_at_resume
 
 VIT = {"img_size": 16, "patch_size": 4, "depth": 1, "embed_dim": 32, "num_heads": 2}
@@ -24,6 +25,7 @@ def test_registry_has_the_paper_defaults():
     assert (sit.recon_hidden_dim, sit.proj_hidden_dim, sit.proj_dim, sit.weight_decay) == (2048, 4096, 256, 0.05)
     assert not sit.align_to_patches and not sit.recon_all_pixels
     assert gmml.contrastive_weight == 0.0 and gmml.recon_weight == 5.0
+    assert gmml.backbone_kwargs["global_pool"] == "avg" and "global_pool" not in sit.backbone_kwargs
     assert isinstance(create("sit", in_chans=1, **SMALL).default_views(16, 1), BYOLViews)
 
 
@@ -118,3 +120,19 @@ def test_resume_restores_the_teacher(tmp_path, monkeypatch):
     assert any(k.startswith("method.teacher.") for k in saved) and saved.keys() == resumed.keys()
     for key in saved:
         torch.testing.assert_close(resumed[key], saved[key])
+
+
+# kNN top-1 measured on 2 cores, one thread per test process: sit 0.5910 -> 0.6445, gmml 0.6025 -> 0.6235
+@pytest.mark.slow
+def test_sit_beats_random_init_on_fashion_mnist(tmp_path):
+    random_init, pretrained = knn_before_and_after("sit", tmp_path, **SMALL_VIT, recon_hidden_dim=256,
+                                                   proj_hidden_dim=256, proj_dim=64, crop_min_scale=0.4, lr=0.001,
+                                                   max_steps=100)
+    assert pretrained > random_init + 0.02
+
+
+@pytest.mark.slow
+def test_gmml_beats_random_init_on_fashion_mnist(tmp_path):
+    random_init, pretrained = knn_before_and_after("gmml", tmp_path, **SMALL_VIT_AVG_POOL, recon_hidden_dim=256,
+                                                   crop_min_scale=0.4, lr=0.001, max_steps=100)
+    assert pretrained > random_init + 0.01

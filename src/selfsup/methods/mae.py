@@ -21,6 +21,12 @@ def small_image_patches() -> dict:
     return {"img_size": 28, "patch_size": 4}
 
 
+def small_image_patches_avg_pool() -> dict:
+    """The encoder's feature is the mean of its patch tokens: MAE, SimMIM and GMML never train the class token
+    (MAE and SimMIM fine-tune from the pooled tokens too)."""
+    return {**small_image_patches(), "global_pool": "avg"}
+
+
 @dataclass
 class MAEConfig(MethodConfig):
     """Paper defaults: 75% of patches masked at random; AdamW lr 1.5e-4 x B/256, wd 0.05, warm-up 40 of
@@ -29,7 +35,7 @@ class MAEConfig(MethodConfig):
     The backbone must be a timm ViT whose img_size is the training image size."""
 
     backbone: str = VIT_TINY
-    backbone_kwargs: dict = field(default_factory=small_image_patches)
+    backbone_kwargs: dict = field(default_factory=small_image_patches_avg_pool)
     optimizer: str = "adamw"
     lr: float = 1.5e-4
     weight_decay: float = 0.05

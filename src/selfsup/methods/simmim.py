@@ -8,7 +8,7 @@ from torch import nn
 
 from selfsup.losses.reconstruction import masked_l1
 from selfsup.methods.base import Method, MethodConfig
-from selfsup.methods.mae import VIT_TINY, check_image_size, masked_and_filled, small_image_patches
+from selfsup.methods.mae import VIT_TINY, check_image_size, masked_and_filled, small_image_patches_avg_pool
 from selfsup.methods.registry import register
 from selfsup.nn.vit import encode_with_mask_token, patch_grid, patchify
 from selfsup.views.crop_flip import CropFlipViews
@@ -21,7 +21,7 @@ class SimMIMConfig(MethodConfig):
     patches); AdamW lr 8e-4 at batch 2048 (1e-4 x B/256), wd 0.05, warm-up 10 of 800 epochs; crops 0.67-1."""
 
     backbone: str = VIT_TINY
-    backbone_kwargs: dict = field(default_factory=small_image_patches)
+    backbone_kwargs: dict = field(default_factory=small_image_patches_avg_pool)
     optimizer: str = "adamw"
     lr: float = 1e-4
     weight_decay: float = 0.05

@@ -10,7 +10,7 @@ from torch import nn
 from selfsup.errors import SelfsupError
 from selfsup.losses.ntxent import NTXentLoss
 from selfsup.methods.base import Method, MethodConfig
-from selfsup.methods.mae import VIT_TINY, check_image_size, small_image_patches
+from selfsup.methods.mae import VIT_TINY, check_image_size, small_image_patches, small_image_patches_avg_pool
 from selfsup.methods.registry import register
 from selfsup.nn import ProjectionHead, cosine_momentum, ema_update, frozen_copy
 from selfsup.nn.decoders import PatchPixelHead
@@ -55,8 +55,10 @@ class SiTConfig(MethodConfig):
 
 @dataclass
 class GMMLConfig(SiTConfig):
-    """SiT without the contrastive part: group masked model learning alone (the paper's ablation)."""
+    """SiT without the contrastive part: group masked model learning alone (the paper's ablation). With no
+    contrastive head the class token is never trained, so features are the mean patch token."""
 
+    backbone_kwargs: dict = field(default_factory=small_image_patches_avg_pool)
     contrastive_weight: float = 0.0
 
 
