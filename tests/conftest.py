@@ -6,8 +6,7 @@ import torch
 # One test process per core (scripts/test.sh runs pytest-xdist with -n auto): each process, and each
 # process a test starts, gets its share of the cores. Two 1-thread processes train these small models
 # about 1.6x faster than one 2-thread process.
-_workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-_threads = max(1, min(2, os.cpu_count() or 1) if _workers == 1 else (os.cpu_count() or 1) // _workers)
+_threads = max(1, min(2, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
 os.environ["OMP_NUM_THREADS"] = str(_threads)
 torch.set_num_threads(_threads)
 

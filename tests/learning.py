@@ -13,6 +13,11 @@ NARROW = {"channels": [16, 32, 64, 128], "stem_width": 16}  # a quarter-width Re
 # What every method's learning test shares: 8192 training images, quarter-width ResNet-18, AdamW.
 SHORT_RUN = dict(data="fashion-mnist", limit_samples=8192, backbone="resnet18", backbone_kwargs=NARROW,
                  max_steps=150, batch_size=128, optimizer="adamw", lr=0.002, weight_decay=1e-4, seed=0)
+# The masked image models' learning tests: a 2-block, 96-d ViT with 7 px patches (16 tokens + class token).
+SMALL_VIT = dict(backbone="timm:vit_tiny_patch16_224", weight_decay=0.05,
+                 backbone_kwargs={"img_size": 28, "patch_size": 7, "depth": 2, "embed_dim": 96, "num_heads": 3})
+# the same with the mean patch token as the feature, for the methods that never train the class token
+SMALL_VIT_AVG_POOL = dict(SMALL_VIT, backbone_kwargs={**SMALL_VIT["backbone_kwargs"], "global_pool": "avg"})
 
 
 def knn_top1(checkpoint: str, train_set, test_set, backbone: str, backbone_kwargs: dict) -> float:
@@ -37,9 +42,3 @@ def knn_before_and_after(method: str, tmp_path: Path, **options) -> tuple[float,
     print(f"kNN top-1 {method}: random init {random_init:.4f}, after {settings['max_steps']} steps "
           f"{pretrained:.4f}")
     return random_init, pretrained
-
-# The masked image models' learning tests: a 2-block, 96-d ViT with 7 px patches (16 tokens + class token).
-SMALL_VIT = dict(backbone="timm:vit_tiny_patch16_224", weight_decay=0.05,
-                 backbone_kwargs={"img_size": 28, "patch_size": 7, "depth": 2, "embed_dim": 96, "num_heads": 3})
-# the same with the mean patch token as the feature, for the methods that never train the class token
-SMALL_VIT_AVG_POOL = dict(SMALL_VIT, backbone_kwargs={**SMALL_VIT["backbone_kwargs"], "global_pool": "avg"})
