@@ -14,3 +14,9 @@ torch.set_num_threads(_threads)
 @pytest.fixture
 def seeded():
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path_factory, monkeypatch):
+    """Each test its own SELFSUP_CACHE: no test reads another's cached folder index or writes to ~/.cache."""
+    monkeypatch.setenv("SELFSUP_CACHE", str(tmp_path_factory.mktemp("cache")))

@@ -8,7 +8,8 @@ from selfsup.errors import SelfsupError
 
 # train flags that map one-to-one onto config options (dest -> option name)
 TRAIN_FLAGS = {
-    "data": (str, "built-in set (fashion-mnist, mnist, digits), NAME:DIR, or an image folder [fashion-mnist]"),
+    "data": (str, "built-in set (fashion-mnist, mnist, digits), NAME:DIR, an image folder, or "
+                    "shards:PATTERN of WebDataset tar files [fashion-mnist]"),
     "backbone": (str, "timm model name, or torchvision:NAME [the method's default]"),
     "epochs": (int, "passes over the data [100 unless --max-steps]"),
     "max_steps": (int, "stop after this many optimiser steps"),
@@ -16,8 +17,13 @@ TRAIN_FLAGS = {
     "image_size": (int, "input side in pixels [the built-in set's own, 224 for folders]"),
     "devices": (int, "number of devices (GPUs, or CPU processes) [1]"),
     "num_nodes": (int, "number of machines [1]"),
+    "accelerator": (str, "auto, cpu or gpu [auto]"),
     "num_workers": (int, "data loading processes [cores - 1]"),
-    "precision": (str, "32-true, bf16-mixed or 16-mixed [32-true]"),
+    "precision": (str, "32-true, bf16-mixed or 16-mixed [auto: bf16-mixed on GPUs that have it, 16-mixed on "
+                       "older GPUs, 32-true on CPUs]"),
+    "sync_batchnorm": (bool, "BatchNorm statistics over the batch of all devices, as SimCLR's global BN [off]"),
+    "channels_last": (bool, "channels-last memory layout for convolutions [on for GPUs]"),
+    "compile": (bool, "torch.compile the backbone; the first steps take longer [off]"),
     "seed": (int, "random seed [0]"),
     "limit_samples": (int, "train on a seeded random subset of this many images"),
     "checkpoint_every": (int, "steps between checkpoints (also written every epoch and on SIGTERM) [100]"),
@@ -57,7 +63,11 @@ def _parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="pretrain an encoder without labels")
     train.add_argument("method", help="method name (see `selfsup methods`)")
     for dest, (kind, text) in TRAIN_FLAGS.items():
-        train.add_argument("--" + dest.replace("_", "-"), dest=dest, type=kind, help=text)
+        flag = "--" + dest.replace("_", "-")
+        if kind is bool:  # --compile / --no-compile
+            train.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, help=text)
+        else:
+            train.add_argument(flag, dest=dest, type=kind, help=text)
     train.add_argument("--small-stem", dest="small_stem", action="store_true", default=None,
                        help="3x3 stride-1 ResNet stem without max-pool, for 28-64 px images")
     train.add_argument("--out", help="run folder [runs/METHOD-DATE-TIME]")

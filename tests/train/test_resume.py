@@ -124,6 +124,15 @@ def test_resume_at_a_step_continues_mid_epoch():
     assert len(list(sampler)) == 10  # the offset applies to one pass only
 
 
+def test_a_resume_set_before_ddp_starts_counts_the_steps_of_each_rank(monkeypatch):
+    sampler = EpochSampler(12, batch_size=2, seed=0)
+    sampler.resume_at(4)  # train() calls it before Lightning joins the processes: world 1 here
+    monkeypatch.setattr(resume, "_rank_and_world", lambda: (1, 2))  # then iterated on rank 1 of 2
+    fresh = EpochSampler(12, batch_size=2, seed=0)
+    fresh.set_epoch(1)
+    assert list(sampler) == list(fresh)[2:]  # 3 steps per epoch and rank: epoch 1, after one batch
+
+
 def test_ranks_share_the_epoch_without_overlap(monkeypatch):
     shards = []
     for rank in range(3):

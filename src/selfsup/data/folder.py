@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import torch
@@ -43,10 +45,18 @@ def index_images(root: str) -> list[str]:
     os.scandir reads the file type from the directory entry, so no file is opened or stat'ed:
     100k files index in well under a second on a local disk.
     """
+    return walk_images(root)[0]
+
+
+def walk_images(root: str) -> tuple[list[str], list[tuple[str, int]]]:
+    """(index_images(root), [(folder, mtime_ns)] of every folder walked, each stat'ed before it was read)."""
     found: list[str] = []
-    stack, seen = [root], {_dir_key(root)}  # seen: (device, inode) of folders, so symlink loops end
+    root_stat = _stat(root)
+    stack, folders = [(root, root_stat)], []
+    seen = {(root_stat.st_dev, root_stat.st_ino)}  # (device, inode) of folders, so symlink loops end
     while stack:
-        folder = stack.pop()
+        folder, stat = stack.pop()
+        folders.append((folder, stat.st_mtime_ns))
         try:
             entries = os.scandir(folder)
         except OSError as e:
@@ -56,25 +66,36 @@ def index_images(root: str) -> list[str]:
                 if entry.name.startswith("."):
                     continue
                 if entry.is_dir():
-                    key = _dir_key(entry.path)
-                    if key not in seen:
-                        seen.add(key)
-                        stack.append(entry.path)
+                    sub = _stat(entry.path)
+                    if (sub.st_dev, sub.st_ino) not in seen:
+                        seen.add((sub.st_dev, sub.st_ino))
+                        stack.append((entry.path, sub))
                 elif os.path.splitext(entry.name)[1].lower() in _EXTENSIONS and entry.is_file():
                     found.append(entry.path)
     found.sort()
-    return found
+    return found, folders
 
 
-def _dir_key(path: str) -> tuple[int, int]:
-    st = os.stat(path)
-    return st.st_dev, st.st_ino
+def _stat(path: str) -> os.stat_result:
+    try:
+        return os.stat(path)
+    except OSError as e:
+        raise SelfsupError(f"cannot read folder '{path}': {e.strerror}; check that it exists and is readable") from None
 
 
 def decode_image(path: str, draft_size: int | None = None) -> torch.Tensor:
     """Decode one image file into a uint8 RGB tensor (3, H, W); raise BadImageError naming the file if it cannot be."""
+    return _decode(path, path, draft_size)
+
+
+def decode_bytes(data: bytes, name: str, draft_size: int | None = None) -> torch.Tensor:
+    """decode_image of an image file's bytes (e.g. a member of a tar shard); errors name it `name`."""
+    return _decode(io.BytesIO(data), name, draft_size)
+
+
+def _decode(source: str | IO[bytes], name: str, draft_size: int | None) -> torch.Tensor:
     try:
-        with _open(path) as img:
+        with _open(source) as img:
             if draft_size and img.format == "JPEG":
                 # Decode at 1/2, 1/4 or 1/8 scale in the DCT domain, keeping both sides >= draft_size.
                 img.draft("RGB", (draft_size, draft_size))
@@ -82,15 +103,15 @@ def decode_image(path: str, draft_size: int | None = None) -> torch.Tensor:
             array = _rgb_array(img)
     except Exception as e:  # whatever a decoder raises on a user's file, the file is what is wrong
         reason = " ".join(str(e).split()) or type(e).__name__
-        raise BadImageError(f"cannot decode image '{path}': {reason}; remove or fix the file", path, reason) from None
+        raise BadImageError(f"cannot decode image '{name}': {reason}; remove or fix the file", name, reason) from None
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()
 
 
-def _open(path: str) -> Image.Image:
+def _open(source: str | IO[bytes]) -> Image.Image:
     """Image.open (reads the header only), refusing images of more than MAX_PIXELS pixels."""
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
-        img = Image.open(path)
+        img = Image.open(source)
     if img.width * img.height > MAX_PIXELS:
         img.close()
         raise ValueError(f"{img.width}x{img.height} pixels, more than the {MAX_PIXELS} selfsup decodes")
@@ -136,13 +157,18 @@ class SkipBadImages(Dataset):
         raise SelfsupError(f"none of the {len(self.images)} images can be decoded; check the files")
 
     def _report(self, error: BadImageError) -> None:
-        if error.path in self._reported:
-            return
-        self._reported.add(error.path)
-        log.warning("skipping an image: %s", error)
-        if self.log_file is not None:
-            with open(self.log_file, "a") as f:  # one short append per file: whole lines, even from workers
-                f.write(f"{error.path}\t{error.reason}\n")
+        report_bad_image(error, self._reported, self.log_file)
+
+
+def report_bad_image(error: BadImageError, reported: set[str], log_file: str | Path | None) -> None:
+    """Log `error` and append 'path<TAB>reason' to `log_file`, once per path (`reported` holds those done)."""
+    if error.path in reported:
+        return
+    reported.add(error.path)
+    log.warning("skipping an image: %s", error)
+    if log_file is not None:
+        with open(log_file, "a") as f:  # one short append per file: whole lines, even from workers
+            f.write(f"{error.path}\t{error.reason}\n")
 
 
 def _rgb_array(img: Image.Image) -> np.ndarray:
@@ -162,7 +188,8 @@ class FolderImageSet(ImageSet):
     """Image files decoded on access.
 
     In: paths of image files; labels (N,) or None (all -1); class names; a name for logs; draft_size,
-    when set, lets JPEGs decode at a reduced scale keeping both sides >= draft_size (faster for big photos).
+    when set, lets JPEGs decode at a reduced scale keeping both sides >= draft_size (faster for big photos);
+    root: the folder the paths were indexed from, whose cache file remembers their header checks, or None.
     Out: (uint8 RGB tensor (3, H, W), label); sizes vary from file to file.
     """
 
@@ -176,6 +203,7 @@ class FolderImageSet(ImageSet):
         classes: list[str] | None = None,
         name: str = "images",
         draft_size: int | None = None,
+        root: str | None = None,
     ) -> None:
         # A numpy array, not a list of str: forked DataLoader workers touching Python strings would
         # write their refcounts and so copy the pages, growing memory with every epoch.
@@ -184,7 +212,7 @@ class FolderImageSet(ImageSet):
         self.labels = torch.full((n,), -1, dtype=torch.int64) if labels is None else torch.as_tensor(labels, dtype=torch.int64)
         if self.labels.shape != (n,):
             raise SelfsupError(f"FolderImageSet got {n} paths but labels of shape {tuple(self.labels.shape)}; pass one label per path")
-        self.classes, self.name, self.draft_size = classes, name, draft_size
+        self.classes, self.name, self.draft_size, self.root = classes, name, draft_size, root
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         return decode_image(str(self.paths[i]), self.draft_size), int(self.labels[i])
@@ -192,4 +220,5 @@ class FolderImageSet(ImageSet):
     def subset(self, indices: Sequence[int] | np.ndarray) -> FolderImageSet:
         """The same kind of set over paths[indices]."""
         indices = np.asarray(indices, dtype=np.int64)
-        return FolderImageSet(self.paths[indices], self.labels[indices], self.classes, self.name, self.draft_size)
+        return FolderImageSet(self.paths[indices], self.labels[indices], self.classes, self.name, self.draft_size,
+                              self.root)

@@ -11,23 +11,28 @@ from selfsup.errors import SelfsupError
 
 from .builtin import BUILTIN, builtin_info, digits_set, load_builtin
 from .folder import IMAGE_EXTENSIONS, FolderImageSet, index_images
+from .folder_index import cached_index
 from .images import ImageSet
+from .shards import is_shard_spec
 from .split import check_fraction, stratified_split
 
 _NO_IMAGES = f"no image files (read: {' '.join(IMAGE_EXTENSIONS)})"
 
 
 def open_unlabeled(spec: str | os.PathLike) -> ImageSet:
-    """Images for pretraining: a built-in's train split, or every image file under a folder (labels -1)."""
+    """Images for pretraining: a built-in's train split, or every image file under a folder (labels -1;
+    the listing is cached between runs, see folder_index)."""
     spec = os.fspath(spec)
     builtin = _parse_builtin(spec)
     if builtin is not None:
         return load_builtin(builtin[0], "train", builtin[1])
     root = _existing_folder(spec)
-    paths = index_images(root)
+    paths = cached_index(root)
     if not paths:
-        raise SelfsupError(f"'{spec}' contains {_NO_IMAGES}: pass a folder of images or a built-in name")
-    return FolderImageSet(paths, name=spec)
+        tars = any(name.endswith(".tar") for name in os.listdir(root))
+        hint = f"; for the tar shards in it pass shards:{spec}" if tars else ""
+        raise SelfsupError(f"'{spec}' contains {_NO_IMAGES}: pass a folder of images or a built-in name{hint}")
+    return FolderImageSet(paths, name=spec, root=root)
 
 
 def open_labeled(spec: str | os.PathLike, test_fraction: float = 0.2, seed: int = 0) -> tuple[ImageSet, ImageSet]:
@@ -52,6 +57,8 @@ def _parse_builtin(spec: str) -> tuple[str, str | None] | None:
     """(name, folder or None) when `spec` names a built-in set, None when it is a path."""
     if spec in BUILTIN:
         return spec, None
+    if is_shard_spec(spec) and not os.path.exists(spec):
+        raise SelfsupError(f"'{spec}': only `selfsup train` reads tar shards; pass an image folder or a built-in name")
     name, colon, folder = spec.partition(":")
     # "word:..." that is not an existing path means name:DIR (two letters at least, so C:\ stays a path).
     if not colon or os.path.exists(spec) or not re.fullmatch(r"[A-Za-z][\w-]+", name):

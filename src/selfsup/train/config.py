@@ -15,7 +15,7 @@ from selfsup.errors import SelfsupError
 class TrainConfig:
     """Everything about a run that is not the method's own hyperparameters."""
 
-    data: str = "fashion-mnist"  # built-in name, name:DIR, or an image folder
+    data: str = "fashion-mnist"  # built-in name, name:DIR, an image folder, or shards:PATTERN (tar shards)
     image_size: int | None = None  # None: the built-in set's own size, 224 for folders
     epochs: int | None = None  # None with no max_steps: 100 epochs
     max_steps: int | None = None
@@ -26,7 +26,10 @@ class TrainConfig:
     devices: int = 1
     num_nodes: int = 1
     accelerator: str = "auto"  # auto | cpu | gpu
-    precision: str = "32-true"  # 32-true | bf16-mixed | 16-mixed
+    precision: str = "auto"  # auto (bf16-mixed on GPUs that have it, 16-mixed on older ones, 32-true on CPUs) | 32-true | bf16-mixed | 16-mixed
+    sync_batchnorm: bool = False  # BN statistics over the global batch (SimCLR's global BN) when on several devices
+    channels_last: bool | None = None  # NHWC tensors for convolutions; None: on GPUs
+    compile: bool = False  # torch.compile the backbone (the first steps take longer)
     checkpoint_every: int = 100  # steps between checkpoints (also written every epoch and on SIGTERM)
     keep_last: int = 3  # step checkpoints kept on disk (older ones are deleted); last.ckpt is the newest
     on_bad_image: str = "skip"  # skip | error: an image file that cannot be decoded is skipped and listed, or fatal
@@ -34,7 +37,8 @@ class TrainConfig:
     limit_samples: int | None = None  # train on a seeded random subset of this many images
 
 
-CHOICES = {"on_bad_image": ("skip", "error"), "on_nan_loss": ("stop", "skip")}
+CHOICES = {"on_bad_image": ("skip", "error"), "on_nan_loss": ("stop", "skip"), "accelerator": ("auto", "cpu", "gpu"),
+           "precision": ("auto", "32-true", "bf16-mixed", "16-mixed")}
 
 
 def check_choices(config: TrainConfig) -> None:

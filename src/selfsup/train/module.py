@@ -7,6 +7,7 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.plugins.layer_sync import LayerSync
 
 from selfsup.checkpoints import (
     point_last_at,
@@ -18,8 +19,9 @@ from selfsup.checkpoints import (
 )
 from selfsup.errors import SelfsupError
 from selfsup.methods import Method
+from selfsup.nn.sync_batchnorm import convert_global_batchnorm, revert_global_batchnorm
 from selfsup.train.optim import create_optimizer, warmup_cosine
-from selfsup.train.resume import rng_state, set_rng_state
+from selfsup.train.resume import mix, rng_state, set_rng_state
 
 log = logging.getLogger(__name__)
 
@@ -30,20 +32,24 @@ class SelfsupModule(L.LightningModule):
     """Wraps a Method: runs its training step, owns its optimiser and schedule, and stores the
     `meta` dict (method name, configs, data shape, version) in every checkpoint."""
 
-    def __init__(self, method: Method, meta: dict[str, Any], batch_views: Any = None, on_nan_loss: str = "stop"):
+    def __init__(self, method: Method, meta: dict[str, Any], batch_views: Any = None, on_nan_loss: str = "stop",
+                 channels_last: bool = False):
         super().__init__()
         self.method = method
         self.meta = meta
         self.batch_views = batch_views  # a view recipe with .batch(), applied after the transfer
         self.on_nan_loss = on_nan_loss  # stop | skip
+        self.channels_last = channels_last
+        if channels_last:
+            method.to(memory_format=torch.channels_last)  # 4-D weights (convolutions) only
         self.skipped_steps: list[int] = []
         self._rng_to_restore: dict[str, Any] | None = None
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        if self.batch_views is None:  # the DataLoader already made the views
-            return batch
-        images, labels, indices = batch  # uint8 (B, C, H, W), now on the device
-        return self.batch_views.batch(images), labels, indices
+        views, labels, indices = batch
+        if self.batch_views is not None:  # uint8 (B, C, H, W), now on the device; else the DataLoader made the views
+            views = self.batch_views.batch(views)
+        return (_channels_last(views) if self.channels_last else views), labels, indices
 
     def training_step(self, batch: tuple[list[torch.Tensor], torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         views, _, indices = batch
@@ -82,12 +88,17 @@ class SelfsupModule(L.LightningModule):
         if self._rng_to_restore is not None:
             set_rng_state(self._rng_to_restore)
             self._rng_to_restore = None
+        if self.trainer.world_size > 1:
+            # Every process was seeded alike; without this, all devices would draw the same batched-view
+            # parameters for their different images. A function of (seed, rank, step), so a resume redraws it.
+            torch.manual_seed(mix(self.meta["seed"], self.global_rank, self.global_step))
 
     def configure_optimizers(self):
         config = self.method.config
         global_batch = self.meta["train"]["batch_size"] * self.trainer.world_size
         lr = config.lr * global_batch / REFERENCE_BATCH
-        optimizer = create_optimizer(self.method, config.optimizer, lr, config.weight_decay, config.momentum)
+        fused = self.device.type == "cuda"  # one kernel for all parameters; torch's CPU version is no faster
+        optimizer = create_optimizer(self.method, config.optimizer, lr, config.weight_decay, config.momentum, fused)
         total = int(self.trainer.estimated_stepping_batches)
         schedule = warmup_cosine(int(config.warmup_fraction * total), total)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
@@ -99,6 +110,26 @@ class SelfsupModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._rng_to_restore = checkpoint.get("rng")
+
+
+def _channels_last(views: Any) -> Any:
+    """Every 4-D tensor in a (nested) list or tuple of views in channels-last layout."""
+    if isinstance(views, (list, tuple)):
+        return type(views)(_channels_last(v) for v in views)
+    if isinstance(views, torch.Tensor) and views.dim() == 4:
+        return views.contiguous(memory_format=torch.channels_last)
+    return views
+
+
+class GlobalBatchNormSync(LayerSync):
+    """Lightning's sync_batchnorm where torch's SyncBatchNorm cannot run (CPU processes joined by gloo):
+    every BatchNorm becomes a GlobalBatchNorm while the model trains on several devices."""
+
+    def apply(self, model: torch.nn.Module) -> torch.nn.Module:
+        return convert_global_batchnorm(model)
+
+    def revert(self, model: torch.nn.Module) -> torch.nn.Module:
+        return revert_global_batchnorm(model)
 
 
 def all_finite(module: torch.nn.Module) -> bool:

@@ -21,16 +21,17 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 
 def create_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float,
-                     momentum: float) -> torch.optim.Optimizer:
+                     momentum: float, fused: bool = False) -> torch.optim.Optimizer:
     """lr is the already batch-scaled learning rate. timm's LARS skips the trust-ratio
-    adaptation for groups without weight decay, as SimCLR's LARS does."""
+    adaptation for groups without weight decay, as SimCLR's LARS does. fused: SGD and AdamW update
+    all parameters in one kernel (LARS has no fused form)."""
     groups = parameter_groups(model, weight_decay)
     if name == "lars":
         return Lars(groups, lr=lr, momentum=momentum)
     if name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=momentum)
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, fused=fused or None)
     if name == "adamw":
-        return torch.optim.AdamW(groups, lr=lr, betas=(momentum, 0.999))
+        return torch.optim.AdamW(groups, lr=lr, betas=(momentum, 0.999), fused=fused or None)
     raise SelfsupError(f"unknown optimizer '{name}'; use lars, sgd or adamw")
 
 

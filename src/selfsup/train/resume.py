@@ -30,7 +30,7 @@ class EpochSampler(Sampler):
 
     def __init__(self, n: int, batch_size: int, seed: int):
         self.n, self.batch_size, self.seed = n, batch_size, seed
-        self.epoch, self._skip = 0, 0
+        self.epoch, self._resume_step = 0, None
 
     def __len__(self) -> int:
         return self.n // _rank_and_world()[1]
@@ -44,19 +44,21 @@ class EpochSampler(Sampler):
 
     def resume_at(self, step: int) -> None:
         """The next pass starts after `step` optimiser steps (one batch each) since the run began."""
-        per_epoch = max(self.steps_per_epoch(), 1)
-        self.epoch, batches = divmod(step, per_epoch)
-        self._skip = batches * self.batch_size
+        self._resume_step = step  # worked out when iterating: only then does DDP know the world size
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        epoch, skip, self._skip = self.epoch, self._skip, 0
+        skip = 0
+        if self._resume_step is not None:
+            self.epoch, batches = divmod(self._resume_step, max(self.steps_per_epoch(), 1))
+            skip, self._resume_step = batches * self.batch_size, None
+        epoch = self.epoch
         rank, world = _rank_and_world()
-        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(_mix(self.seed, epoch)))
+        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(mix(self.seed, epoch)))
         mine = order[rank: world * (self.n // world): world].tolist()
         return iter([(epoch, i) for i in mine[skip:]])
 
 
-def _mix(*numbers: int) -> int:
+def mix(*numbers: int) -> int:
     """A 64-bit seed from a few integers, well spread even for neighbouring inputs."""
     return int(np.random.SeedSequence([n & (2**63 - 1) for n in numbers]).generate_state(1, np.uint64)[0])
 
@@ -66,7 +68,7 @@ def seeded(*key: int) -> Iterator[None]:
     """Run the block with torch, numpy and random seeded from `key`, restoring their states after:
     an augmentation drawn inside depends on the key only, not on the process or worker it runs in."""
     state = rng_state(cuda=False)
-    seed = _mix(*key)
+    seed = mix(*key)
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
     random.seed(seed)

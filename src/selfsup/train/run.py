@@ -14,21 +14,34 @@ import torch
 import yaml
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset
 
 from selfsup import __version__
 from selfsup.checkpoints import LAST, inside, latest_good_checkpoint, step_checkpoints
-from selfsup.data import BadImageError, FolderImageSet, ImageSet, SkipBadImages, open_unlabeled, scan_images
+from selfsup.data import (
+    BadImageError,
+    FolderImageSet,
+    ImageSet,
+    ShardSet,
+    SkipBadImages,
+    cached_scan,
+    is_shard_spec,
+    open_shards,
+    open_unlabeled,
+)
 from selfsup.errors import SelfsupError
 from selfsup.methods import create, method_class
 from selfsup.train.config import TrainConfig, check_choices, split_options
-from selfsup.train.module import AtomicCheckpointIO, SelfsupModule, StepCheckpoints
+from selfsup.train.module import AtomicCheckpointIO, GlobalBatchNormSync, SelfsupModule, StepCheckpoints
 from selfsup.train.resume import EpochSampler, KeyedSamples
+from selfsup.train.shard_stream import ShardStream
 from selfsup.views import TransformedImages
 
 DEFAULT_EPOCHS = 100
 FOLDER_IMAGE_SIZE = 224
 BAD_IMAGES = "bad_images.txt"  # in the run folder: 'path<TAB>reason' for every image file skipped
+# Lightning's DDP launcher starts ranks 1.. by running the same command again; this tells them the run folder.
+RUN_DIR_ENV = "SELFSUP_RUN_DIR"
 
 
 def train(method_name: str, options: dict[str, Any], out: str | None = None, resume: bool = False,
@@ -56,7 +69,7 @@ def train(method_name: str, options: dict[str, Any], out: str | None = None, res
     L.seed_everything(config.seed, workers=True, verbose=False)
     run_dir.mkdir(parents=True, exist_ok=True)
 
-    images = open_unlabeled(config.data)
+    images = open_shards(config.data) if is_shard_spec(config.data) else open_unlabeled(config.data)
     channels, native_size = images.channels, images.native_size
     images, skipped_note = _usable_images(_limited(images, config), config, run_dir)
     if len(images) < config.batch_size:
@@ -72,28 +85,36 @@ def train(method_name: str, options: dict[str, Any], out: str | None = None, res
     meta = {"method": method_name, "version": __version__, "seed": config.seed, "in_chans": channels,
             "image_size": image_size, "train": dataclasses.asdict(config),
             "method_config": dataclasses.asdict(method.config)}
-    inside(run_dir, "config.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
+    trainer = _trainer(config, run_dir, folder, progress)
+    if trainer.global_rank == 0:
+        inside(run_dir, "config.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
 
     views = method.default_views(image_size, channels)
-    sampler = EpochSampler(len(images), config.batch_size, config.seed)
-    if checkpoint is not None:
-        sampler.resume_at(checkpoint["global_step"])  # mid-epoch: skip the batches already trained on
-    # Batched: the loader only stacks uint8 images and the views are made on the device, per batch.
-    samples = KeyedSamples(images if batched else TransformedImages(images, views), config.seed)
+    samples, sampler = _keyed_samples(images, None if batched else views, config, run_dir)
+    if checkpoint is not None:  # mid-epoch: skip the batches already trained on
+        (sampler or samples).resume_at(checkpoint["global_step"])
     loader = train_loader(samples, config, batched, sampler)
-    trainer = _trainer(config, run_dir, folder, progress)
+    if isinstance(samples, ShardStream):
+        samples.check_readers(trainer.world_size, loader.num_workers)
     method.prepare(len(images), len(images) // (config.batch_size * trainer.world_size))
     n_params = sum(p.numel() for p in method.backbone.parameters()) / 1e6
     say = print if trainer.global_rank == 0 else (lambda *_: None)  # one summary, not one per process
     say(f"{method_name} | {method.config.backbone} ({n_params:.1f}M params, {channels}x{image_size}px) | "
-        f"{len(images)} images from {config.data}{skipped_note} | batch {config.batch_size} | run folder {run_dir}")
-    module = SelfsupModule(method, meta, views if batched else None, config.on_nan_loss)
+        f"{len(images)} images from {config.data}{skipped_note} | batch {config.batch_size}"
+        f"{f' x {trainer.world_size} devices' if trainer.world_size > 1 else ''} | {resolved_precision(config)} | "
+        f"run folder {run_dir}")
+    module = SelfsupModule(method, meta, views if batched else None, config.on_nan_loss, _channels_last(config))
+    if config.compile:
+        method.backbone.compile()  # in place: the state_dict keys stay those of the plain backbone
     start = time.time()
+    os.environ[RUN_DIR_ENV] = str(run_dir)
     try:
         trainer.fit(module, loader, ckpt_path=str(checkpoint_path) if checkpoint_path else None)
     except SIGTERMException:
         raise TrainingInterrupted(f"stopped by SIGTERM after step {trainer.global_step}; checkpoint "
                                   f"'{folder / LAST}' holds it: continue with --resume --out {run_dir}") from None
+    finally:
+        os.environ.pop(RUN_DIR_ENV, None)
     skipped = f"; skipped steps with a NaN/inf loss: {module.skipped_steps}" if module.skipped_steps else ""
     say(f"trained {trainer.global_step} steps in {time.time() - start:.0f}s; checkpoint: {folder / LAST}"
         f"{_late_bad_images(run_dir)}{skipped}")
@@ -107,8 +128,12 @@ class TrainingInterrupted(SelfsupError):
 
 
 def _run_dir(method_name: str, out: str | None, resume: bool) -> Path:
+    out = out or os.environ.get(RUN_DIR_ENV)
     if out:
         return Path(out)
+    if int(os.environ.get("WORLD_SIZE", os.environ.get("SLURM_NTASKS", 1))) > 1:  # torchrun, srun
+        raise SelfsupError("this process is one of several started by a launcher: pass --out RUN_FOLDER "
+                           "so that they all write to the same run folder")
     if not resume:
         return Path("runs") / f"{method_name}-{time.strftime('%Y%m%d-%H%M%S')}"
     runs = sorted(Path("runs").glob(f"{method_name}-*/checkpoints/last.ckpt"), key=os.path.getmtime)
@@ -131,10 +156,13 @@ def _resume_point(folder: Path, method_name: str) -> tuple[Path, dict[str, Any]]
     return path, checkpoint
 
 
-def _limited(images: ImageSet, config: TrainConfig) -> Dataset:
+def _limited(images: ImageSet | ShardSet, config: TrainConfig) -> Dataset:
     """A seeded random subset of limit_samples images, or all of them."""
     if not config.limit_samples:
         return images
+    if isinstance(images, ShardSet):
+        raise SelfsupError("limit_samples picks images from a folder or a built-in set, not from tar shards: "
+                           "drop it, or pass fewer shards")
     order = torch.randperm(len(images), generator=torch.Generator().manual_seed(config.seed))
     chosen = order[: config.limit_samples].tolist()
     return images.subset(chosen) if isinstance(images, FolderImageSet) else Subset(images, chosen)
@@ -146,7 +174,7 @@ def _usable_images(images: Dataset, config: TrainConfig, run_dir: Path) -> tuple
     With on_bad_image=error the first unusable file is a BadImageError instead."""
     if not isinstance(images, FolderImageSet):
         return images, ""
-    good, bad = scan_images(images.paths)
+    good, bad = cached_scan(images.root, images.paths)  # headers already read by an earlier run are not read again
     if bad and config.on_bad_image == "error":
         path, reason = bad[0]
         raise BadImageError(f"{len(bad)} of {len(images)} image files cannot be used, e.g. '{path}': {reason}; "
@@ -170,17 +198,34 @@ def _late_bad_images(run_dir: Path) -> str:
     return f"; {len(paths)} image files skipped, listed in {log_file}" if paths else ""
 
 
+def _keyed_samples(images: Dataset, views: Any, config: TrainConfig,
+                   run_dir: Path) -> tuple[Dataset, EpochSampler | None]:
+    """What the loader reads: a ShardStream of tar shards (it orders itself), or KeyedSamples of other
+    images with the EpochSampler that orders them. views None: the loader stacks uint8 images (batched)."""
+    if isinstance(images, ShardSet):
+        return ShardStream(images, views, config.seed, config.batch_size, inside(run_dir, BAD_IMAGES),
+                           skip_bad=config.on_bad_image == "skip"), None
+    sampler = EpochSampler(len(images), config.batch_size, config.seed)
+    # Batched: the loader only stacks uint8 images and the views are made on the device, per batch.
+    return KeyedSamples(images if views is None else TransformedImages(images, views), config.seed), sampler
+
+
 def train_loader(dataset: Dataset, config: TrainConfig, batched: bool = False,
                  sampler: EpochSampler | None = None) -> DataLoader:
     """Batches of `config.batch_size`, the last partial one dropped. With an EpochSampler (whose
-    keys `dataset` must accept, as KeyedSamples does) the order is resumable; without, shuffled."""
+    keys `dataset` must accept, as KeyedSamples does) the order is resumable; without, shuffled,
+    unless `dataset` is an IterableDataset (a ShardStream), which orders itself."""
     workers = config.num_workers
     if workers is None:  # in-memory images need no worker to be stacked; decoding and views do
         workers = 0 if batched else min(8, (os.cpu_count() or 2) - 1)
     # Its own generator: making an iterator draws worker seeds from it, not from the global RNG,
     # whose stream the batched views continue after a resume.
     generator = torch.Generator().manual_seed(config.seed)
-    return DataLoader(dataset, batch_size=config.batch_size, shuffle=sampler is None, sampler=sampler,
+    # Persistent workers also keep a ShardStream's copies, which count its epochs, alive between epochs;
+    # its length is exact however many workers share it (Lightning warns that it may not be).
+    warnings.filterwarnings("ignore", ".*IterableDataset. has .__len__. defined.*")
+    shuffle = sampler is None and not isinstance(dataset, IterableDataset)
+    return DataLoader(dataset, batch_size=config.batch_size, shuffle=shuffle, sampler=sampler,
                       drop_last=True, num_workers=workers, persistent_workers=workers > 0,
                       pin_memory=torch.cuda.is_available(), generator=generator)
 
@@ -197,14 +242,36 @@ def _trainer(config: TrainConfig, run_dir: Path, folder: Path, progress: bool) -
     # Lightning's start-up notes (accelerators found, tips) would bury our one-line summary.
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     logs = inside(run_dir, "logs")
+    # torch's SyncBatchNorm runs on GPUs only; on CPU processes (gloo) selfsup's own does the same.
+    global_bn = [GlobalBatchNormSync()] if config.sync_batchnorm and not on_gpu(config) else []
     return L.Trainer(
         accelerator=config.accelerator, devices=config.devices, num_nodes=config.num_nodes,
-        precision=config.precision, max_epochs=epochs, max_steps=config.max_steps or -1,
+        precision=resolved_precision(config), sync_batchnorm=config.sync_batchnorm and on_gpu(config),
+        max_epochs=epochs, max_steps=config.max_steps or -1,
         # a new version_N log folder per (re)start: a resumed run keeps its earlier logs
         logger=[CSVLogger(logs, name="csv"), TensorBoardLogger(logs, name="tensorboard")],
         callbacks=[StepCheckpoints(folder, config.checkpoint_every, config.keep_last)],
         # the sampler shards the data by rank itself (EpochSampler): Lightning must not replace it
         use_distributed_sampler=False,
-        plugins=[AtomicCheckpointIO()], enable_checkpointing=False, enable_model_summary=False,
+        plugins=[AtomicCheckpointIO(), *global_bn], enable_checkpointing=False, enable_model_summary=False,
         enable_progress_bar=progress, log_every_n_steps=min(10, config.max_steps or 10), default_root_dir=run_dir,
     )
+
+
+def on_gpu(config: TrainConfig) -> bool:
+    return config.accelerator == "gpu" or (config.accelerator == "auto" and torch.cuda.is_available())
+
+
+def resolved_precision(config: TrainConfig) -> str:
+    """precision=auto: bf16 autocast on GPUs that support it, fp16 with loss scaling on older ones,
+    float32 on CPUs (whose bf16 matmuls are slower than float32 ones unless they have AMX)."""
+    if config.precision != "auto":
+        return config.precision
+    if not on_gpu(config):
+        return "32-true"
+    return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+
+
+def _channels_last(config: TrainConfig) -> bool:
+    """channels_last=None: on GPUs, whose convolution kernels are fastest in NHWC."""
+    return on_gpu(config) if config.channels_last is None else config.channels_last
