@@ -1,0 +1,60 @@
+"""Tokenizers trained on the user's own corpus with HF `tokenizers`, wrapped as a transformers fast tokenizer:
+WordPiece for BERT, a SentencePiece-style unigram model for ALBERT. Saved to and loaded from a folder (the run
+folder), so a run never downloads one."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Literal
+
+from tokenizers import normalizers, processors
+from tokenizers.implementations import BertWordPieceTokenizer, SentencePieceUnigramTokenizer
+from transformers import PreTrainedTokenizerFast
+
+from selfsup.errors import SelfsupError
+
+PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
+SPECIAL_TOKENS = [PAD, UNK, CLS, SEP, MASK]  # ids 0-4 in this order: [PAD] = 0 as BertConfig's pad_token_id
+TokenizerKind = Literal["wordpiece", "unigram"]
+
+
+def train_tokenizer(texts: Iterable[str], kind: TokenizerKind = "wordpiece", vocab_size: int = 8000,
+                    lowercase: bool = True) -> PreTrainedTokenizerFast:
+    """Train on `texts` (segments or documents, any iterable of str) and return a tokenizer whose
+    `tokenizer(a, b)` gives [CLS] a [SEP] b [SEP] with token_type_ids 0 ... 0 1 ... 1.
+    WordPiece: BERT's normaliser and pre-tokeniser (punctuation split off, "##" continuations), min frequency 2.
+    Unigram: SentencePiece's (NFKC, "▁" marks a word start, no punctuation split). The vocabulary may come out
+    smaller than `vocab_size` on a small corpus."""
+    if kind == "wordpiece":
+        backend = BertWordPieceTokenizer(lowercase=lowercase)
+        backend.train_from_iterator(texts, vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False)
+    elif kind == "unigram":
+        backend = SentencePieceUnigramTokenizer()
+        if lowercase:
+            backend.normalizer = normalizers.Sequence([backend.normalizer, normalizers.Lowercase()])
+        backend.train_from_iterator(texts, vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, unk_token=UNK,
+                                    show_progress=False)
+    else:
+        raise SelfsupError(f"unknown tokenizer kind {kind!r}: pass wordpiece (BERT) or unigram (ALBERT)")
+    tokenizer = backend._tokenizer  # the tokenizers.Tokenizer inside the implementation wrapper
+    if tokenizer.get_vocab_size() <= len(SPECIAL_TOKENS):
+        raise SelfsupError("the tokenizer learned no tokens: the corpus is empty")
+    cls, sep = tokenizer.token_to_id(CLS), tokenizer.token_to_id(SEP)
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"{CLS} $A {SEP}", pair=f"{CLS} $A {SEP} $B:1 {SEP}:1", special_tokens=[(CLS, cls), (SEP, sep)])
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token=PAD, unk_token=UNK, cls_token=CLS,
+                                   sep_token=SEP, mask_token=MASK,
+                                   model_input_names=["input_ids", "token_type_ids", "attention_mask"])
+
+
+def save_tokenizer(tokenizer: PreTrainedTokenizerFast, folder: str | Path) -> None:
+    """Write tokenizer.json and tokenizer_config.json into `folder` (created if missing)."""
+    tokenizer.save_pretrained(str(folder))
+
+
+def load_tokenizer(folder: str | Path) -> PreTrainedTokenizerFast:
+    """The tokenizer saved by save_tokenizer; never looks online."""
+    if not (Path(folder) / "tokenizer.json").is_file():
+        raise SelfsupError(f"no tokenizer in {folder} (tokenizer.json missing): pass the run folder that trained it")
+    return PreTrainedTokenizerFast.from_pretrained(str(folder), local_files_only=True)
