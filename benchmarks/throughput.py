@@ -38,7 +38,7 @@ workers are new; it counts the pages they share with the main process), and on C
 torch.cuda.max_memory_allocated (reset likewise; exact per measurement). Linux only (/proc).
 
     .venv/bin/pip install -e '.[bench]'  # lightly, for (4)
-    .venv/bin/python benchmarks/throughput.py [--backbone resnet18] [--set KEY=VALUE] [--device cuda] ...
+    .venv/bin/python benchmarks/throughput.py --out benchmarks/results/NAME [--backbone resnet18] [--set KEY=VALUE] ...
 """
 
 import argparse
@@ -239,7 +239,8 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--num-workers", type=int, default=None, help="default: what selfsup's loader picks")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--out", default="benchmarks/results/throughput")
+    parser.add_argument("--out", required=True, help="PATH: writes PATH.json and PATH.md "
+                        "(benchmarks/results/throughput.md is the hand-written summary of these)")
     return parser.parse_args()
 
 

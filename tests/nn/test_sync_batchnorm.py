@@ -12,6 +12,7 @@ def _bn(kind=nn.BatchNorm2d, channels=3) -> nn.Module:
     with torch.no_grad():  # non-trivial affine parameters, so that their gradients matter
         bn.weight.uniform_(0.5, 1.5)
         bn.bias.uniform_(-0.5, 0.5)
+        bn.running_mean.uniform_(0.0, 2.0)  # GlobalBatchNorm shifts its sums by the running mean
     return bn
 
 

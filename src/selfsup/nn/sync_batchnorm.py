@@ -38,10 +38,17 @@ class GlobalBatchNorm(_BatchNorm):
         dims = [d for d in range(x.dim()) if d != 1]
         shape = [1, -1] + [1] * (x.dim() - 2)  # broadcasts a (C,) vector over (B, C, ...)
         x, dtype = x.to(torch.promote_types(x.dtype, torch.float32)), x.dtype  # float32 statistics under autocast
-        n = all_reduce_with_grad(x.new_tensor([x.numel() / x.shape[1]]))  # values per channel, all devices
-        mean = all_reduce_with_grad(x.sum(dims)) / n  # (C,)
-        # two passes, as the stable one-device BN: the mean first, then squares around it
-        var = all_reduce_with_grad(((x - mean.view(shape)) ** 2).sum(dims)) / n  # (C,), biased
+        # One all-reduce per layer (each is a round trip between processes): the count and the sums of
+        # d = x - shift and d², shift the running mean, the same on every device (DDP broadcasts buffers)
+        # and near the batch mean, so that E[d²] - E[d]² does not cancel catastrophically.
+        shift = self.running_mean.detach().view(shape) if self.track_running_stats else x.new_zeros(shape)
+        d = x - shift
+        count = x.new_full((1,), x.numel() / x.shape[1])
+        sums = all_reduce_with_grad(torch.cat([count, d.sum(dims), (d * d).sum(dims)]))  # (1 + 2C,)
+        n, c = sums[0], x.shape[1]
+        mean_d = sums[1:1 + c] / n  # (C,)
+        var = (sums[1 + c:] / n - mean_d**2).clamp(min=0)  # (C,), biased
+        mean = shift.view(-1) + mean_d
         if self.track_running_stats:
             self._update_running_stats(mean.detach(), var.detach() * n / (n - 1).clamp(min=1))
         y = (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
