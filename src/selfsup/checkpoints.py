@@ -133,14 +133,42 @@ def _first_line(error: Exception) -> str:
     return (str(error).splitlines() or [type(error).__name__])[0][:120]
 
 
-def backbone_from_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
-    """(backbone with the trained weights, the checkpoint's `selfsup` metadata)."""
+def _pretraining_checkpoint(path: str | Path) -> dict[str, Any]:
     checkpoint = read_checkpoint(path)
     meta = checkpoint["selfsup"]
     if meta.get("kind") == "classifier":  # written by `eval finetune` / `distill`: no method, other keys
         raise SelfsupError(f"'{path}' is a fine-tuned classifier, not a pretraining checkpoint; evaluate it with "
                            "the result.json that `selfsup eval finetune` wrote, or pass the pretraining checkpoint "
                            f"it came from ({meta.get('trained_by', {}).get('checkpoint', 'RUN/checkpoints/last.ckpt')})")
+    return checkpoint
+
+
+def load_method(path: str | Path, weights: bool = True) -> tuple[nn.Module, dict[str, Any]]:
+    """(the whole method (backbone and heads) of a pretraining checkpoint in eval mode, its `selfsup` metadata).
+    weights=False: the same network (and, for text, the same tokenizer) at random init, the twin every figure needs."""
+    from selfsup.methods import SequenceMethod, create, make_config, method_class
+
+    checkpoint = _pretraining_checkpoint(path)
+    meta = checkpoint["selfsup"]
+    cls = method_class(meta["method"])
+    if issubclass(cls, SequenceMethod):
+        method = cls(make_config(meta["method"], **meta["method_config"]), meta["data_meta"])
+    else:
+        method = create(meta["method"], in_chans=meta["in_chans"], **meta["method_config"])
+    if weights:
+        prefix = "method."
+        method.load_state_dict({k[len(prefix):]: v for k, v in checkpoint["state_dict"].items()
+                                if k.startswith(prefix)})
+    return method.eval(), meta
+
+
+def backbone_from_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """(backbone with the trained weights, the checkpoint's `selfsup` metadata)."""
+    checkpoint = _pretraining_checkpoint(path)
+    meta = checkpoint["selfsup"]
+    if "modality" in meta:
+        raise SelfsupError(f"'{path}' holds a {meta['modality']} model ({meta['method']}), not an image backbone; "
+                           f"evaluate it with `selfsup eval` on {meta['modality']} data")
     config = meta["method_config"]
     backbone = create_backbone(config["backbone"], in_chans=meta["in_chans"], small_stem=config["small_stem"],
                                **config.get("backbone_kwargs", {}))
@@ -152,7 +180,9 @@ def backbone_from_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any
 
 def export_backbone(checkpoint_path: str | Path, out: str | Path) -> Path:
     """Write the backbone's weights to `out` (.safetensors) and a JSON sidecar describing how to
-    rebuild it; returns the sidecar's path."""
+    rebuild it; returns the sidecar's path. A text or audio model goes to the folder `out` instead."""
+    if "modality" in read_checkpoint(checkpoint_path)["selfsup"]:
+        return export_encoder(checkpoint_path, out)
     backbone, meta = backbone_from_checkpoint(checkpoint_path)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -186,3 +216,25 @@ def load_exported(path: str | Path) -> nn.Module:
                                **sidecar.get("kwargs", {}))
     backbone.load_state_dict(safetensors.torch.load_file(str(path)))
     return backbone
+
+
+def export_encoder(checkpoint_path: str | Path, out: str | Path) -> Path:
+    """A text or audio method's encoder (BertModel, AlbertModel, Wav2Vec2Model) as a Hugging Face folder `out`:
+    config.json and model.safetensors (and the tokenizer's files for text), loadable offline with
+    `transformers.AutoModel.from_pretrained(out)`; plus selfsup.json naming the method. Returns that file's path."""
+    method, meta = load_method(checkpoint_path)
+    out = Path(out)
+    if out.suffix in (".safetensors", ".pt", ".ckpt"):
+        raise SelfsupError(f"{meta['method']} exports a Hugging Face folder, not one file: pass --out FOLDER "
+                           f"(e.g. {out.with_suffix('')})")
+    method.backbone.save_pretrained(str(out))
+    if getattr(method, "tokenizer", None) is not None:
+        method.tokenizer.save_pretrained(str(out))
+    sidecar = out / "selfsup.json"
+    sidecar.write_text(json.dumps({
+        "method": meta["method"], "modality": meta["modality"], "architecture": type(method.backbone).__name__,
+        "selfsup_version": __version__,
+        "how_to_load": "transformers.AutoModel.from_pretrained(FOLDER) (and AutoTokenizer.from_pretrained(FOLDER) "
+                       "for text); nothing is downloaded",
+    }, indent=2))
+    return sidecar

@@ -180,7 +180,9 @@ def _methods(args: argparse.Namespace) -> None:
     from selfsup.methods import METHODS
 
     for name, cls in sorted(METHODS.items()):
-        print(f"{name:12s} {cls.paper}; default backbone {cls.config_class.backbone}")
+        network = getattr(cls.config_class, "backbone", None)
+        default = f"default backbone {network}" if network else f"{cls.modality}, default data {cls.run_defaults['data']}"
+        print(f"{name:12s} {cls.paper}; {default}")
         if cls.deviations:
             print(f"{'':12s} differs from the paper: {cls.deviations}")
 

@@ -11,23 +11,11 @@ import torch
 from sklearn.manifold import TSNE
 from torch.utils.data import Subset
 
-from selfsup.checkpoints import read_checkpoint
+from selfsup.checkpoints import load_method
 from selfsup.data import open_labeled
 from selfsup.errors import SelfsupError
 from selfsup.eval.features import extract_features, load_encoder
-from selfsup.methods import create
 from selfsup.views import EvalTransform, normalization_for
-
-
-def load_method(checkpoint: str) -> tuple[torch.nn.Module, dict]:
-    """The whole trained method (backbone and heads) from a pretraining checkpoint, in eval mode."""
-    saved = read_checkpoint(checkpoint)
-    meta = saved["selfsup"]
-    if meta.get("kind") == "classifier":
-        raise SelfsupError(f"'{checkpoint}' is a fine-tuned classifier; pass the pretraining checkpoint")
-    method = create(meta["method"], in_chans=meta["in_chans"], **meta["method_config"])
-    method.load_state_dict({k[len("method."):]: v for k, v in saved["state_dict"].items() if k.startswith("method.")})
-    return method.eval(), meta
 
 
 def plot_reconstructions(checkpoint: str, out: str | Path, data: str | None = None, n: int = 8,

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
 
-from tokenizers import normalizers, processors
+from tokenizers import Tokenizer, normalizers, processors
 from tokenizers.implementations import BertWordPieceTokenizer, SentencePieceUnigramTokenizer
 from transformers import PreTrainedTokenizerFast
 
@@ -43,9 +43,23 @@ def train_tokenizer(texts: Iterable[str], kind: TokenizerKind = "wordpiece", voc
     cls, sep = tokenizer.token_to_id(CLS), tokenizer.token_to_id(SEP)
     tokenizer.post_processor = processors.TemplateProcessing(
         single=f"{CLS} $A {SEP}", pair=f"{CLS} $A {SEP} $B:1 {SEP}:1", special_tokens=[(CLS, cls), (SEP, sep)])
+    return _wrap(tokenizer)
+
+
+def _wrap(tokenizer: Tokenizer) -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token=PAD, unk_token=UNK, cls_token=CLS,
                                    sep_token=SEP, mask_token=MASK,
                                    model_input_names=["input_ids", "token_type_ids", "attention_mask"])
+
+
+def tokenizer_to_json(tokenizer: PreTrainedTokenizerFast) -> str:
+    """The whole tokenizer as one JSON string (what a checkpoint stores, so it rebuilds without its run folder)."""
+    return tokenizer.backend_tokenizer.to_str()
+
+
+def tokenizer_from_json(text: str) -> PreTrainedTokenizerFast:
+    """Undo tokenizer_to_json."""
+    return _wrap(Tokenizer.from_str(text))
 
 
 def save_tokenizer(tokenizer: PreTrainedTokenizerFast, folder: str | Path) -> None:

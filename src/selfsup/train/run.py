@@ -30,7 +30,7 @@ from selfsup.data import (
     open_unlabeled,
 )
 from selfsup.errors import SelfsupError
-from selfsup.methods import create, method_class
+from selfsup.methods import SequenceMethod, create, make_config, method_class
 from selfsup.train.config import TrainConfig, check_choices, split_options
 from selfsup.train.module import AtomicCheckpointIO, GlobalBatchNormSync, SelfsupModule, StepCheckpoints
 from selfsup.train.resume import EpochSampler, KeyedSamples
@@ -52,7 +52,7 @@ def train(method_name: str, options: dict[str, Any], out: str | None = None, res
     may still change e.g. max_steps), the weights, optimiser, schedule, step count, random states
     and position in the data, so the run goes on as if it had never stopped.
     """
-    config_class = method_class(method_name).config_class
+    cls = method_class(method_name)
     run_dir = _run_dir(method_name, out, resume)
     folder = inside(run_dir, "checkpoints")
     checkpoint_path, checkpoint = _resume_point(folder, method_name) if resume else (None, None)
@@ -60,8 +60,8 @@ def train(method_name: str, options: dict[str, Any], out: str | None = None, res
         options = {**checkpoint["selfsup"]["train"], **checkpoint["selfsup"]["method_config"], **options}
     elif (folder / LAST).exists() or step_checkpoints(folder):
         raise SelfsupError(f"'{run_dir}' already holds a run; pass --resume to continue it, or another --out")
-    method_options, train_options = split_options(options, config_class)
-    config = TrainConfig(**train_options)
+    method_options, train_options = split_options(options, cls.config_class)
+    config = TrainConfig(**{**getattr(cls, "run_defaults", {}), **train_options})
     check_choices(config)
     if config.on_nan_loss == "skip" and config.devices * config.num_nodes > 1:
         raise SelfsupError("on_nan_loss=skip works on one device only (Lightning cannot skip a step under DDP); "
@@ -69,41 +69,33 @@ def train(method_name: str, options: dict[str, Any], out: str | None = None, res
     L.seed_everything(config.seed, workers=True, verbose=False)
     run_dir.mkdir(parents=True, exist_ok=True)
 
-    images = open_shards(config.data) if is_shard_spec(config.data) else open_unlabeled(config.data)
-    channels, native_size = images.channels, images.native_size
-    images, skipped_note = _usable_images(_limited(images, config), config, run_dir)
-    if len(images) < config.batch_size:
-        raise SelfsupError(f"{config.data} has {len(images)} usable images, fewer than one batch{skipped_note}; "
-                           f"pass --batch-size {max(2, len(images) // 2)} or more data")
-    image_size = config.image_size or native_size or FOLDER_IMAGE_SIZE
-    batched = config.batched_views if config.batched_views is not None else native_size is not None
-    if batched and native_size is None:
-        raise SelfsupError(f"batched_views needs images of one size, and those in {config.data} vary; "
-                           "drop --set batched_views=true")
-
-    method = create(method_name, in_chans=channels, **method_options)
-    meta = {"method": method_name, "version": __version__, "seed": config.seed, "in_chans": channels,
-            "image_size": image_size, "train": dataclasses.asdict(config),
-            "method_config": dataclasses.asdict(method.config)}
+    if issubclass(cls, SequenceMethod):
+        setup = _sequence_setup(cls, method_options, config, checkpoint)
+    else:
+        setup = _image_setup(method_name, method_options, config, run_dir)
+    method = setup.method
+    meta = {"method": method_name, "version": __version__, "seed": config.seed, **setup.meta,
+            "train": dataclasses.asdict(config), "method_config": dataclasses.asdict(method.config)}
     trainer = _trainer(config, run_dir, folder, progress)
-    if trainer.global_rank == 0:
-        inside(run_dir, "config.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
+    if trainer.global_rank == 0:  # data_meta (a tokenizer, say) is in every checkpoint; too long to read here
+        readable = {k: v for k, v in meta.items() if k != "data_meta"}
+        inside(run_dir, "config.yaml").write_text(yaml.safe_dump(readable, sort_keys=False))
 
-    views = method.default_views(image_size, channels)
-    samples, sampler = _keyed_samples(images, None if batched else views, config, run_dir)
+    samples, sampler = _keyed_samples(setup.samples, setup.views, config, run_dir)
     if checkpoint is not None:  # mid-epoch: skip the batches already trained on
         (sampler or samples).resume_at(checkpoint["global_step"])
-    loader = train_loader(samples, config, batched, sampler)
+    loader = train_loader(samples, config, setup.batched, sampler, setup.collate)
     if isinstance(samples, ShardStream):
         samples.check_readers(trainer.world_size, loader.num_workers)
-    method.prepare(len(images), len(images) // (config.batch_size * trainer.world_size))
+    n_samples = len(setup.samples)
+    method.prepare(n_samples, n_samples // (config.batch_size * trainer.world_size))
     n_params = sum(p.numel() for p in method.backbone.parameters()) / 1e6
     say = print if trainer.global_rank == 0 else (lambda *_: None)  # one summary, not one per process
-    say(f"{method_name} | {method.config.backbone} ({n_params:.1f}M params, {channels}x{image_size}px) | "
-        f"{len(images)} images from {config.data}{skipped_note} | batch {config.batch_size}"
+    say(f"{method_name} | {setup.network} ({n_params:.1f}M params{setup.input_shape}) | "
+        f"{n_samples} {setup.noun} from {config.data}{setup.note} | batch {config.batch_size}"
         f"{f' x {trainer.world_size} devices' if trainer.world_size > 1 else ''} | {resolved_precision(config)} | "
         f"run folder {run_dir}")
-    module = SelfsupModule(method, meta, views if batched else None, config.on_nan_loss, _channels_last(config))
+    module = SelfsupModule(method, meta, setup.batch_views, config.on_nan_loss, _channels_last(config))
     if config.compile:
         method.backbone.compile()  # in place: the state_dict keys stay those of the plain backbone
     start = time.time()
@@ -119,6 +111,70 @@ def train(method_name: str, options: dict[str, Any], out: str | None = None, res
     say(f"trained {trainer.global_step} steps in {time.time() - start:.0f}s; checkpoint: {folder / LAST}"
         f"{_late_bad_images(run_dir)}{skipped}")
     return run_dir
+
+
+@dataclasses.dataclass
+class _Setup:
+    """What `train` needs from the data side: the method, the samples and how the loader batches them."""
+
+    method: Any
+    meta: dict[str, Any]  # what the checkpoint records about the data
+    samples: Dataset
+    views: Any = None  # per-sample view recipe applied in the loader; None: the loader only stacks samples
+    batched: bool = False  # the loader stacks uint8 images and `batch_views` makes the views on the device
+    batch_views: Any = None
+    collate: Any = None  # the loader's collate_fn; None: torch's default
+    network: str = ""  # for the one-line summary
+    input_shape: str = ""
+    noun: str = "images"
+    note: str = ""
+
+
+def _image_setup(method_name: str, method_options: dict[str, Any], config: TrainConfig, run_dir: Path) -> _Setup:
+    images = open_shards(config.data) if is_shard_spec(config.data) else open_unlabeled(config.data)
+    channels, native_size = images.channels, images.native_size
+    images, skipped_note = _usable_images(_limited(images, config), config, run_dir)
+    if len(images) < config.batch_size:
+        raise SelfsupError(f"{config.data} has {len(images)} usable images, fewer than one batch{skipped_note}; "
+                           f"pass --batch-size {max(2, len(images) // 2)} or more data")
+    image_size = config.image_size or native_size or FOLDER_IMAGE_SIZE
+    batched = config.batched_views if config.batched_views is not None else native_size is not None
+    if batched and native_size is None:
+        raise SelfsupError(f"batched_views needs images of one size, and those in {config.data} vary; "
+                           "drop --set batched_views=true")
+    method = create(method_name, in_chans=channels, **method_options)
+    views = method.default_views(image_size, channels)
+    return _Setup(method, {"in_chans": channels, "image_size": image_size}, images,
+                  views=None if batched else views, batched=batched, batch_views=views if batched else None,
+                  network=method.config.backbone, input_shape=f", {channels}x{image_size}px", note=skipped_note)
+
+
+def _sequence_setup(cls: type[SequenceMethod], method_options: dict[str, Any], config: TrainConfig,
+                    checkpoint: dict[str, Any] | None) -> _Setup:
+    """A text or audio method opens its data itself; a resumed run reuses the checkpoint's data_meta (its
+    tokenizer), so the network fits the saved weights."""
+    method_config = make_config(cls.name, **method_options)
+    saved_meta = checkpoint["selfsup"]["data_meta"] if checkpoint is not None else None
+    examples, data_meta = cls.open_data(method_config, config.data, config.seed, saved_meta)
+    examples = _limited(examples, config)
+    if len(examples) < config.batch_size:
+        raise SelfsupError(f"{config.data} gives {len(examples)} training examples, fewer than one batch; "
+                           f"pass --batch-size {max(2, len(examples) // 2)} or more data")
+    method = cls(method_config, data_meta)
+    return _Setup(method, {"modality": cls.modality, "data_meta": data_meta}, examples,
+                  collate=SequenceBatches(method.collate), network=type(method.backbone).__name__,
+                  noun="examples")
+
+
+class SequenceBatches:
+    """collate_fn for a text or audio method: KeyedSamples items (*example, index) -> (the method's batch,
+    None, indices), the (views, labels, indices) triple SelfsupModule takes."""
+
+    def __init__(self, collate: Any):
+        self.collate = collate
+
+    def __call__(self, items: list[tuple]) -> tuple[Any, None, torch.Tensor]:
+        return self.collate([item[:-1] for item in items]), None, torch.tensor([item[-1] for item in items])
 
 
 class TrainingInterrupted(SelfsupError):
@@ -211,7 +267,7 @@ def _keyed_samples(images: Dataset, views: Any, config: TrainConfig,
 
 
 def train_loader(dataset: Dataset, config: TrainConfig, batched: bool = False,
-                 sampler: EpochSampler | None = None) -> DataLoader:
+                 sampler: EpochSampler | None = None, collate: Any = None) -> DataLoader:
     """Batches of `config.batch_size`, the last partial one dropped. With an EpochSampler (whose
     keys `dataset` must accept, as KeyedSamples does) the order is resumable; without, shuffled,
     unless `dataset` is an IterableDataset (a ShardStream), which orders itself."""
@@ -227,7 +283,7 @@ def train_loader(dataset: Dataset, config: TrainConfig, batched: bool = False,
     shuffle = sampler is None and not isinstance(dataset, IterableDataset)
     return DataLoader(dataset, batch_size=config.batch_size, shuffle=shuffle, sampler=sampler,
                       drop_last=True, num_workers=workers, persistent_workers=workers > 0,
-                      pin_memory=torch.cuda.is_available(), generator=generator)
+                      pin_memory=torch.cuda.is_available(), generator=generator, collate_fn=collate)
 
 
 def _trainer(config: TrainConfig, run_dir: Path, folder: Path, progress: bool) -> L.Trainer:
