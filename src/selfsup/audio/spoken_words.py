@@ -23,7 +23,7 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
-from selfsup.data.cache import CACHE_ENV, read_cache, write_cache
+from selfsup.data.cache import CACHE_ENV, cache_root, read_cache, write_cache
 from selfsup.errors import SelfsupError
 
 DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -71,8 +71,8 @@ def spoken_words(folder: str | os.PathLike | None = None, words: Sequence[str] =
 
 
 def default_folder() -> Path:
-    """CACHE/spoken-words, CACHE being $SELFSUP_CACHE or ~/.cache/selfsup (as selfsup.data.cache)."""
-    return Path(os.environ.get(CACHE_ENV) or Path("~", ".cache", "selfsup")).expanduser() / "spoken-words"
+    """CACHE/spoken-words, CACHE being $SELFSUP_CACHE or ~/.cache/selfsup (selfsup.data.cache)."""
+    return cache_root() / "spoken-words"
 
 
 def _jobs(words: list[str], voices: list[str], speeds: list[int], pitches: list[int]) -> list[list]:

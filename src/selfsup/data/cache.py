@@ -25,10 +25,14 @@ SETTLED_NS = 2_000_000_000
 _warned: set[str] = set()
 
 
+def cache_root() -> Path:
+    """$SELFSUP_CACHE, or ~/.cache/selfsup."""
+    return Path(os.environ.get(CACHE_ENV) or Path("~", ".cache", "selfsup")).expanduser()
+
+
 def cache_file(kind: str, key: str) -> Path:
     """The cache file of `kind` ('folder', 'shards') for `key` (e.g. a folder's real path)."""
-    root = Path(os.environ.get(CACHE_ENV) or Path("~", ".cache", "selfsup")).expanduser()
-    return root / "index" / f"{kind}-{hashlib.sha256(key.encode()).hexdigest()[:32]}.json"
+    return cache_root() / "index" / f"{kind}-{hashlib.sha256(key.encode()).hexdigest()[:32]}.json"
 
 
 def read_cache(path: Path, key: str) -> dict[str, Any] | None:
