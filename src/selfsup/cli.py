@@ -78,16 +78,19 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     train.set_defaults(run=_train)
 
-    evaluate = commands.add_parser("eval", help="evaluate an encoder on a labeled set (knn, linear, finetune)")
-    protocols = evaluate.add_subparsers(dest="protocol", required=True, metavar="{knn,linear,finetune}")
+    evaluate = commands.add_parser("eval", help="evaluate an encoder on a labeled set (knn, linear, finetune, mlm)")
+    protocols = evaluate.add_subparsers(dest="protocol", required=True, metavar="{knn,linear,finetune,mlm}")
     common = _eval_common()
     for protocol, text in (("knn", "weighted kNN on frozen features"), ("linear", "linear probe on frozen features")):
         frozen = protocols.add_parser(protocol, parents=[common], help=text)
-        frozen.add_argument("--k", type=int, default=200, help="neighbours for knn [200]")
+        frozen.add_argument("--k", type=int, help="neighbours for knn [200 for images, 20 for text and audio]")
         frozen.add_argument("--temperature", type=float, default=0.07, help="knn vote weight exp(s/T) [0.07]")
         frozen.add_argument("--batch-size", type=int, default=256)
         frozen.add_argument("--out", help="result JSON [RUN/eval/PROTOCOL-DATA.json]")
         frozen.set_defaults(run=_eval)
+    mlm = protocols.add_parser("mlm", parents=[common], help="masked-token accuracy of a text model on held-out text")
+    mlm.add_argument("--out", help="result JSON [RUN/eval/mlm-DATA.json]")
+    mlm.set_defaults(run=_eval, k=None, temperature=None, batch_size=32)
 
     finetune = protocols.add_parser("finetune", parents=[common],
                                     help="fine-tune end to end with a linear classifier on a fraction of the labels")
@@ -141,9 +144,16 @@ def _eval_common() -> argparse.ArgumentParser:
     """Flags every `eval` protocol takes."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--checkpoint", required=True,
-                        help="a .ckpt file, 'random' (untrained --backbone) or 'pixels' (raw pixels; knn/linear only)")
-    common.add_argument("--data", default="fashion-mnist",
-                        help="built-in set, NAME:DIR, or a labeled folder (DIR/train|test/CLASS or DIR/CLASS)")
+                        help="a .ckpt file, 'random' (untrained --backbone) or 'pixels' (raw pixels; knn/linear only); "
+                             "'tfidf' (text) or 'mfcc' (audio): the baseline of those modalities")
+    common.add_argument("--data", help="built-in set, NAME:DIR, or a labeled folder (DIR/train|test/CLASS or DIR/CLASS) "
+                                       "[fashion-mnist; bible-genres for text; spoken-words for audio, or "
+                                       "tuxpaint-languages]")
+    common.add_argument("--random-init", action="store_true",
+                        help="text/audio: the checkpoint's network (and tokenizer) with fresh weights, its random twin")
+    common.add_argument("--pooling", choices=["mean", "cls"], default="mean",
+                        help="text features: mean of the tokens' final states, or the [CLS] state [mean]")
+    common.add_argument("--limit", type=_pair_of_ints, help="text: seeded N_TRAIN,N_TEST verses of the split [all]")
     common.add_argument("--backbone", default="resnet18", help="architecture for --checkpoint random")
     common.add_argument("--small-stem", action="store_true", help="for --checkpoint random")
     common.add_argument("--backbone-kwargs", type=_yaml_mapping, default={},
@@ -158,10 +168,17 @@ def _add_schedule_flags(parser: argparse.ArgumentParser, epochs: str, lr: str) -
     """Flags of the commands that train a classifier (finetune, distill)."""
     parser.add_argument("--epochs", type=int, help=f"passes over the images [{epochs}]")
     parser.add_argument("--max-steps", type=int, help="stop after this many optimiser steps")
-    parser.add_argument("--batch-size", type=int, default=256, help="[256]")
+    parser.add_argument("--batch-size", type=int, help="[256; 32 for text]")
     parser.add_argument("--lr", type=float, help=f"learning rate for the batch [{lr}]")
     parser.add_argument("--num-workers", type=int, help="data loading processes")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+
+
+def _pair_of_ints(text: str) -> tuple[int, int]:
+    parts = text.split(",")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise argparse.ArgumentTypeError(f"expected N_TRAIN,N_TEST such as 5000,2000, got {text!r}")
+    return int(parts[0]), int(parts[1])
 
 
 def _yaml_mapping(text: str) -> dict:
@@ -199,10 +216,29 @@ def _train(args: argparse.Namespace) -> None:
     train(args.method, options, out=args.out, resume=args.resume, progress=args.progress)
 
 
+def _sequence_eval(args: argparse.Namespace, **schedule: Any) -> bool:
+    """Evaluate a text or audio checkpoint (or baseline) and print its line; False for an image one."""
+    from selfsup.eval.sequence import evaluate_sequence, modality_of
+
+    if modality_of(args.checkpoint) is None:
+        if args.protocol == "mlm":
+            raise SelfsupError("mlm evaluates text models: pass a bert or albert checkpoint")
+        return False
+    result = evaluate_sequence(args.protocol, args.checkpoint, args.data, args.random_init, args.pooling,
+                               getattr(args, "k", None) or 20, args.limit, args.seed, args.out, **schedule)
+    knn = f" (k={result['k']})" if "k" in result else ""
+    print(f"{args.protocol} top-1 {result['top1']:.4f}{knn} | {result['encoder']} | {result['data']} "
+          f"{result['n_train']} train / {result['n_test']} test | {result['seconds']}s | {result['json']}")
+    return True
+
+
 def _eval(args: argparse.Namespace) -> None:
     from selfsup.eval import evaluate
 
-    result = evaluate(args.protocol, args.checkpoint, data=args.data, k=args.k, temperature=args.temperature,
+    if _sequence_eval(args, batch_size=args.batch_size):
+        return
+    args.data = args.data or "fashion-mnist"
+    result = evaluate(args.protocol, args.checkpoint, data=args.data, k=args.k or 200, temperature=args.temperature,
                       backbone=args.backbone, small_stem=args.small_stem, image_size=args.image_size,
                       test_fraction=args.test_fraction, seed=args.seed, out=args.out, batch_size=args.batch_size,
                       backbone_kwargs=args.backbone_kwargs)
@@ -214,8 +250,12 @@ def _eval(args: argparse.Namespace) -> None:
 def _finetune(args: argparse.Namespace) -> None:
     from selfsup.eval.finetune import finetune
 
+    if _sequence_eval(args, steps=args.max_steps or 300, lr=args.lr, batch_size=args.batch_size or 32,
+                      progress=args.progress):
+        return
+    args.data = args.data or "fashion-mnist"
     result = finetune(args.checkpoint, data=args.data, label_fraction=args.label_fraction, epochs=args.epochs,
-                      max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
+                      max_steps=args.max_steps, batch_size=args.batch_size or 256, lr=args.lr, optimizer=args.optimizer,
                       weight_decay=args.weight_decay, backbone=args.backbone, small_stem=args.small_stem,
                       backbone_kwargs=args.backbone_kwargs, image_size=args.image_size,
                       test_fraction=args.test_fraction, seed=args.seed, out=args.out, num_workers=args.num_workers,
@@ -230,7 +270,7 @@ def _distill(args: argparse.Namespace) -> None:
 
     result = distill(args.teacher, args.student_backbone, args.student_backbone_kwargs, args.student_small_stem,
                      data=args.data, eval_data=args.eval_data, temperature=args.temperature, epochs=args.epochs,
-                     max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed, out=args.out,
+                     max_steps=args.max_steps, batch_size=args.batch_size or 256, lr=args.lr, seed=args.seed, out=args.out,
                      num_workers=args.num_workers, progress=args.progress)
     print(f"distill top-1 {result['top1']:.4f} (teacher {result['teacher_top1']:.4f}, agreement "
           f"{result['agreement']:.4f}) | student {result['student']} ({result['student_params_m']}M params, teacher "
@@ -244,7 +284,7 @@ def _plot(args: argparse.Namespace) -> None:
     if args.figure == "reconstructions":
         path = plot_reconstructions(args.checkpoint, args.out, data=args.data, n=args.n, seed=args.seed)
     else:
-        path = plot_tsne(args.checkpoint, args.out, data=args.data, n=args.n, seed=args.seed,
+        path = plot_tsne(args.checkpoint, args.out, data=args.data or "fashion-mnist", n=args.n, seed=args.seed,
                          test_fraction=args.test_fraction, backbone=args.backbone,
                          small_stem=args.small_stem, image_size=args.image_size, backbone_kwargs=args.backbone_kwargs)
     print(f"wrote {path}")
