@@ -86,9 +86,11 @@ def _text(protocol: str, method: Any, data: str, pooling: str, k: int, limit: tu
         return {"top1": round(scores["mlm"], 4), **{k: round(v, 4) for k, v in scores.items()}, **sizes}
     if protocol == "finetune":
         top1 = finetune_genre(method.backbone, method.tokenizer, train_x, train_y, test_x, test_y, steps=steps,
-                              lr=lr or 1e-4, batch_size=batch_size, pooling=pooling, seed=seed, progress=progress)
+                              lr=lr or 1e-4, batch_size=batch_size, pooling=pooling, max_len=method.config.max_len,
+                              seed=seed, progress=progress)
         return {"top1": round(top1, 4), "steps": steps, "pooling": pooling, **sizes}
-    scores = probe_genre(method.backbone, method.tokenizer, (train_x, train_y), (test_x, test_y), pooling, k)
+    scores = probe_genre(method.backbone, method.tokenizer, (train_x, train_y), (test_x, test_y), pooling, k,
+                         max_len=method.config.max_len)  # texts cut to the positions the network has
     return {"top1": round(scores[protocol], 4), "pooling": pooling, **({"k": k} if protocol == "knn" else {}),
             **sizes}
 
