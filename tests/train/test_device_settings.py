@@ -70,7 +70,9 @@ def test_compile_compiles_the_backbone_in_place(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_bf16_autocast_and_channels_last_train_on_cpu(tmp_path):
+    # 32 px, not digits' own 8: with 2 threads, torch's CPU bf16 channels-last convolution backward gave non-finite
+    # weight gradients where a stride-2 convolution meets a 2x2 input (layer3/4 of the ResNet at 8 px)
     assert main(["train", "byol", "--data", "digits", "--max-steps", "2", "--out", str(tmp_path), *TINY,
-                 "--precision", "bf16-mixed", "--channels-last"]) == 0
+                 "--image-size", "32", "--precision", "bf16-mixed", "--channels-last"]) == 0
     weights = read_checkpoint(tmp_path / "checkpoints" / "last.ckpt")["state_dict"]
     assert all(w.dtype == torch.float32 and torch.isfinite(w).all() for w in weights.values() if w.is_floating_point())
