@@ -52,6 +52,11 @@ def test_cli_trains_on_an_audio_folder_resumes_evaluates_and_exports(tmp_path, l
                      "--out", str(tmp_path / "knn.json"), *extra]) == 0
         result = json.loads((tmp_path / "knn.json").read_text())
         assert 0.0 <= result["top1"] <= 1.0 and result["classes"] == 2 and result["random_init"] == bool(extra)
+    assert len(list(tmp_path.glob("features-*.pt"))) == 2  # the trained encoder's and its twin's, kept for linear
+    linear = tmp_path / "linear.json"
+    assert main(["eval", "linear", "--checkpoint", str(checkpoint), "--data", str(labeled_audio), "--out",
+                 str(linear)]) == 0
+    assert len(list(tmp_path.glob("features-*.pt"))) == 2 and json.loads(linear.read_text())["protocol"] == "linear"
     assert main(["eval", "linear", "--checkpoint", "mfcc", "--data", str(labeled_audio),
                  "--out", str(tmp_path / "mfcc.json")]) == 0
     assert json.loads((tmp_path / "mfcc.json").read_text())["top1"] == 1.0  # two tones: MFCCs separate them

@@ -6,7 +6,9 @@ finetune, and mlm (masked-token accuracy on the held-out books). Audio (`--data 
 `tuxpaint-languages` or a labeled folder DIR/<class>/...): knn and linear on mean-pooled frozen features.
 """
 
+import hashlib
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ from selfsup.errors import SelfsupError
 BASELINES = {"tfidf": "text", "mfcc": "audio"}  # --checkpoint NAME: the no-pretraining reference of a modality
 DEFAULT_DATA = {"text": "bible-genres", "audio": "spoken-words"}
 PROTOCOLS = {"text": ("knn", "linear", "finetune", "mlm"), "audio": ("knn", "linear")}
+EVAL_SECONDS = 2.0  # audio features (and MFCCs) describe the first 2 s of a clip, the training crop's length
 
 
 def modality_of(checkpoint: str) -> str | None:
@@ -47,13 +50,15 @@ def evaluate_sequence(protocol: str, checkpoint: str, data: str | None = None, r
     else:
         method, meta = load_method(checkpoint, weights=not random_init)
         encoder = f"{meta['method']} {type(method.backbone).__name__}{' at random init' if random_init else ''}"
-    run = _text if modality == "text" else _audio
-    result = {"protocol": protocol, **run(protocol, method, data, pooling, k, limit, seed, steps, lr, batch_size,
-                                          progress),
-              "encoder": encoder, "checkpoint": checkpoint, "random_init": random_init, "data": data,
-              "seconds": round(time.time() - start, 1)}
     path = Path(out) if out else _default_out(protocol, checkpoint, data, random_init)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if modality == "text":
+        scores = _text(protocol, method, data, pooling, k, limit, seed, steps, lr, batch_size, progress)
+    else:
+        cache = _features_file(path.parent, checkpoint, data, seed, random_init)
+        scores = _audio(protocol, method, data, k, seed, batch_size, cache)
+    result = {"protocol": protocol, **scores, "encoder": encoder, "checkpoint": checkpoint, "random_init": random_init,
+              "data": data, "seconds": round(time.time() - start, 1)}
     path.write_text(json.dumps(result, indent=2))
     result["json"] = str(path)
     return result
@@ -95,20 +100,30 @@ def _text(protocol: str, method: Any, data: str, pooling: str, k: int, limit: tu
             **sizes}
 
 
-def _audio(protocol: str, method: Any, data: str, pooling: str, k: int, limit: tuple[int, int] | None, seed: int,
-           steps: int, lr: float | None, batch_size: int, progress: bool) -> dict[str, Any]:
+def _audio(protocol: str, method: Any, data: str, k: int, seed: int, batch_size: int, cache: Path) -> dict[str, Any]:
     from selfsup.audio import mfcc_dataset_features, open_labeled_audio, pooled_features, probe
 
-    train, test, classes = open_labeled_audio(data, seed=seed)
-    if method is None:  # mfcc
+    train, test, classes = open_labeled_audio(data, seed=seed, max_seconds=EVAL_SECONDS)
+    if cache.exists():  # knn after linear (or a rerun): the same encoder's features of the same clips
+        train_x, train_y, test_x, test_y = torch.load(cache, weights_only=True)
+    elif method is None:  # mfcc
         (train_x, train_y), (test_x, test_y) = mfcc_dataset_features(train), mfcc_dataset_features(test)
     else:
         with torch.no_grad():
             train_x, train_y = pooled_features(method.embed, train, batch_size)
             test_x, test_y = pooled_features(method.embed, test, batch_size)
+    if not cache.exists():
+        torch.save((train_x, train_y, test_x, test_y), cache)
     scores = probe(train_x, train_y, test_x, test_y, k=k)
     return {"top1": round(scores[protocol], 4), **({"k": k} if protocol == "knn" else {}), "classes": len(classes),
             "n_train": len(train), "n_test": len(test)}
+
+
+def _features_file(folder: Path, checkpoint: str, data: str, seed: int, random_init: bool) -> Path:
+    """FOLDER/features-HASH.pt for this encoder (the checkpoint file as it is now) on this split."""
+    stamp = [os.path.realpath(checkpoint), os.stat(checkpoint).st_mtime_ns] if checkpoint not in BASELINES else checkpoint
+    key = json.dumps([stamp, os.path.realpath(data) if os.path.exists(data) else data, seed, random_init, EVAL_SECONDS])
+    return folder / f"features-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
 
 
 def _default_out(protocol: str, checkpoint: str, data: str, random_init: bool) -> Path:
