@@ -14,6 +14,7 @@ def test_assignments_are_read_as_yaml_values():
 
 def test_coercion_follows_the_field_types():
     assert coerce(SimCLRConfig, "lr", 1) == 1.0 and isinstance(coerce(SimCLRConfig, "lr", 1), float)
+    assert coerce(SimCLRConfig, "lr", parse_assignments(["lr=4e-3"])["lr"]) == 0.004  # YAML reads '4e-3' as a string
     assert coerce(TrainConfig, "max_steps", None) is None
     assert coerce(TrainConfig, "data", 7) == "7"
     assert coerce(SimCLRConfig, "backbone_kwargs", {"patch_size": 4}) == {"patch_size": 4}

@@ -57,6 +57,11 @@ def coerce(cls: type, key: str, value: Any) -> Any:
     allowed = typing.get_args(field_type) if isinstance(field_type, types.UnionType) else (field_type,)
     if value is None and type(None) in allowed:
         return None
+    if float in allowed and isinstance(value, str):  # YAML 1.1 reads 4e-3 (no dot) as a string
+        try:
+            value = float(value)
+        except ValueError:
+            pass
     for t in allowed:
         if t is float and isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
