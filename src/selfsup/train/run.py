@@ -161,9 +161,10 @@ def _sequence_setup(cls: type[SequenceMethod], method_options: dict[str, Any], c
         raise SelfsupError(f"{config.data} gives {len(examples)} training examples, fewer than one batch; "
                            f"pass --batch-size {max(2, len(examples) // 2)} or more data")
     method = cls(method_config, data_meta)
+    skipped = getattr(examples, "skipped", None)  # audio files whose header showed them unusable
     return _Setup(method, {"modality": cls.modality, "data_meta": data_meta}, examples,
                   collate=SequenceBatches(method.collate), network=type(method.backbone).__name__,
-                  noun="examples")
+                  noun="examples", note=f" ({len(skipped)} unusable files skipped)" if skipped else "")
 
 
 class SequenceBatches:
