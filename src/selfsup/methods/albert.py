@@ -16,7 +16,7 @@ from selfsup.methods.registry import register
 @dataclass
 class ALBERTConfig(BERTConfig):
     """Paper (base): E 128, hidden 768, 12 layers, 12 heads, vocabulary 30k, no dropout, LAMB lr 0.00176 at batch
-    4096. The learning rate is BERT's here (1e-4 at batch 32)."""
+    4096. The learning rate is BERT's here (5e-4 at batch 32)."""
 
     embedding_size: int = 128  # E: word embeddings are V x E, projected to the hidden size H
     dropout: float = 0.0

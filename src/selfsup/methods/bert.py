@@ -33,7 +33,8 @@ class BERTConfig(SequenceMethodConfig):
     mask_probability: float = 0.15
     whole_word: bool = False  # select whole words (every piece of a chosen word) instead of single tokens
     short_seq_prob: float = 0.1  # share of pairs built to a random shorter length
-    lr: float = 8e-4  # for a batch of 256: 1e-4 (the paper's rate) at batch 32
+    lr: float = 4e-3  # for a batch of 256: 5e-4 at batch 32 (paper: 1e-4 at 256, for 1M steps)
+    warmup_fraction: float = 0.1
 
 
 @register
@@ -42,8 +43,8 @@ class BERT(SequenceMethod):
     paper = "Devlin et al., BERT: Pre-training of Deep Bidirectional Transformers for Language Understanding, NAACL 2019"
     deviations = ("network sized for a CPU (4 layers, hidden 256, vocabulary 8000; --set hidden=768 layers=12 heads=12 "
                   "intermediate=3072 for BERT-base); pairs built once per run, not duplicated 10x with new masks; "
-                  "warm-up then cosine decay instead of linear decay; lr 1e-4 at batch 32, not at 256 (scaled "
-                  "linearly to batch 32, 1.25e-5 barely moved the MLM loss in 150 steps)")
+                  "10% warm-up then cosine decay instead of 1% then linear; lr 5e-4 at batch 32 instead of 1e-4 at "
+                  "256 (in 600 CPU steps: held-out masked-token accuracy 0.145 against 0.098 at 1e-4 at batch 32)")
     modality = "text"
     config_class = BERTConfig
     run_defaults: ClassVar[dict[str, Any]] = {"data": "bible", "num_workers": 0}
