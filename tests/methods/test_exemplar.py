@@ -85,5 +85,6 @@ def test_limit_samples_sets_the_number_of_classes_and_resume_restores_the_classi
 
 @pytest.mark.slow
 def test_exemplar_beats_random_init_on_fashion_mnist(tmp_path):
-    random_init, pretrained = knn_before_and_after("exemplar", tmp_path, limit_samples=1024)  # 0.6550 -> 0.6980
+    # 150 steps: 0.6550 -> 0.6980 until 2026-11, 0.6685 with the packages pip resolved on 2026-11-30; 300: 0.7040
+    random_init, pretrained = knn_before_and_after("exemplar", tmp_path, limit_samples=1024, max_steps=300)
     assert pretrained > random_init + 0.02
