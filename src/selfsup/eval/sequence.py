@@ -39,17 +39,19 @@ def evaluate_sequence(protocol: str, checkpoint: str, data: str | None = None, r
                       progress: bool = True) -> dict[str, Any]:
     """Top-1 (or masked-token accuracy) of `protocol` for a text/audio `checkpoint`, 'tfidf' or 'mfcc'.
     random_init: the checkpoint's network (and tokenizer) with fresh weights, the twin the figure is read against."""
-    modality = modality_of(checkpoint)
+    start = time.time()
+    torch.manual_seed(seed)  # before building the network: the random-init twin is seeded
+    if checkpoint in BASELINES:
+        method, modality, encoder = None, BASELINES[checkpoint], checkpoint
+    else:  # one read of the checkpoint gives the network and its modality
+        method, meta = load_method(checkpoint, weights=not random_init)
+        modality = meta.get("modality")
+        encoder = f"{meta['method']} {type(method.backbone).__name__}{' at random init' if random_init else ''}"
+    if modality is None:
+        raise SelfsupError(f"'{checkpoint}' holds an image model: evaluate it with `selfsup eval` on image data")
     if protocol not in PROTOCOLS[modality]:
         raise SelfsupError(f"{protocol} does not apply to {modality} encoders; use {' or '.join(PROTOCOLS[modality])}")
     data = data or DEFAULT_DATA[modality]
-    start = time.time()
-    torch.manual_seed(seed)
-    if checkpoint in BASELINES:
-        method, encoder = None, checkpoint
-    else:
-        method, meta = load_method(checkpoint, weights=not random_init)
-        encoder = f"{meta['method']} {type(method.backbone).__name__}{' at random init' if random_init else ''}"
     path = Path(out) if out else _default_out(protocol, checkpoint, data, random_init)
     path.parent.mkdir(parents=True, exist_ok=True)
     if modality == "text":
