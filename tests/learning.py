@@ -6,7 +6,7 @@ import torch
 from torch.utils.data import Subset
 
 from selfsup.data import open_labeled
-from selfsup.eval import extract_features, knn_predict, load_encoder
+from selfsup.eval import extract_features, frozen_encoder, knn_predict
 from selfsup.train.run import train
 
 NARROW = {"channels": [16, 32, 64, 128], "stem_width": 16}  # a quarter-width ResNet-18: fast on 2 cores
@@ -21,7 +21,7 @@ SMALL_VIT_AVG_POOL = dict(SMALL_VIT, backbone_kwargs={**SMALL_VIT["backbone_kwar
 
 
 def knn_top1(checkpoint: str, train_set, test_set, backbone: str, backbone_kwargs: dict) -> float:
-    encoder = load_encoder(checkpoint, channels=1, native_size=28, backbone=backbone, backbone_kwargs=backbone_kwargs)
+    encoder = frozen_encoder(checkpoint, channels=1, native_size=28, backbone=backbone, backbone_kwargs=backbone_kwargs)
     train_x, train_y = extract_features(encoder, train_set)
     test_x, test_y = extract_features(encoder, test_set)
     return float((knn_predict(train_x, train_y, test_x, k=20) == test_y).float().mean())

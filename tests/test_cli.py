@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from selfsup.checkpoints import backbone_from_checkpoint, load_exported, read_checkpoint
+from selfsup.checkpoints import load_exported, load_method, read_checkpoint
 from selfsup.cli import main
 from selfsup.errors import SelfsupError
 
@@ -92,12 +92,15 @@ def test_eval_knn_and_linear_write_json(trained, tmp_path, capsys):
 def test_eval_baselines_on_a_labeled_folder(tmp_path, capsys):
     for cls in ("cat", "dog"):
         write_images(tmp_path / "labeled" / cls, 10, seed=hash(cls) % 100)
-    for checkpoint in ("random", "pixels"):
-        code, out, err = run(capsys, "eval", "knn", "--checkpoint", checkpoint, "--backbone", "resnet10t",
+    for checkpoint, network in (("random", ["--backbone", "resnet10t"]), ("pixels", [])):
+        code, out, err = run(capsys, "eval", "knn", "--checkpoint", checkpoint, *network,
                              "--data", tmp_path / "labeled", "--image-size", 16, "--k", 5,
                              "--out", tmp_path / "r.json")
         assert code == 0, err
         assert json.loads((tmp_path / "r.json").read_text())["n_test"] == 4  # 20% of 10 per class
+    code, _, err = run(capsys, "eval", "knn", "--checkpoint", "pixels", "--backbone", "resnet10t",
+                       "--data", tmp_path / "labeled")
+    assert code == 1 and "--backbone sizes the network of --checkpoint random" in err  # refused, not ignored
 
 
 def test_export_round_trip(trained, tmp_path, capsys):
@@ -108,7 +111,7 @@ def test_export_round_trip(trained, tmp_path, capsys):
     assert (sidecar["library"], sidecar["architecture"], sidecar["in_chans"]) == ("timm", "resnet10t", 1)
     assert sidecar["kwargs"] == {"channels": [16, 32, 64, 128]} and sidecar["num_features"] == 128
     exported = load_exported(tmp_path / "backbone.safetensors").eval()
-    original, _ = backbone_from_checkpoint(trained / "checkpoints" / "last.ckpt")
+    original = load_method(trained / "checkpoints" / "last.ckpt")[0].encoder()
     x = torch.randn(2, 1, 8, 8)
     torch.testing.assert_close(exported(x), original.eval()(x))
 

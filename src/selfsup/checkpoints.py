@@ -19,7 +19,6 @@ from selfsup import __version__
 from selfsup.errors import SelfsupError
 from selfsup.nn import create_backbone
 
-BACKBONE_PREFIX = "method.backbone."
 LAST = "last.ckpt"
 _STEP_FILE = re.compile(r"step=(\d+)\.ckpt")
 
@@ -143,59 +142,78 @@ def _pretraining_checkpoint(path: str | Path) -> dict[str, Any]:
     return checkpoint
 
 
+def read_meta(path: str | Path) -> dict[str, Any]:
+    """A checkpoint's `selfsup` metadata without reading its tensors (memory-mapped), or a SelfsupError."""
+    path = Path(path)
+    if not path.is_file():
+        return read_checkpoint(path)["selfsup"]  # its error names what to pass
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError):
+        return read_checkpoint(path)["selfsup"]  # the full read says why it cannot be used
+    if not isinstance(checkpoint, dict) or "selfsup" not in checkpoint:
+        return read_checkpoint(path)["selfsup"]
+    return checkpoint["selfsup"]
+
+
+def data_meta_of(meta: dict[str, Any]) -> dict[str, Any]:
+    """What a checkpoint's method was built from (image: in_chans, image_size; text: the tokenizer ...)."""
+    if "data_meta" in meta:
+        return meta["data_meta"]
+    return {"in_chans": meta["in_chans"], "image_size": meta["image_size"]}  # image checkpoints before 0.2
+
+
+def modality_of(meta: dict[str, Any]) -> str:
+    return meta.get("modality", "image")
+
+
 def load_method(path: str | Path, weights: bool = True) -> tuple[nn.Module, dict[str, Any]]:
-    """(the whole method (backbone and heads) of a pretraining checkpoint in eval mode, its `selfsup` metadata).
-    weights=False: the same network (and, for text, the same tokenizer) at random init, the twin every figure needs."""
-    from selfsup.methods import SequenceMethod, create, make_config, method_class
+    """(the whole method of a pretraining checkpoint in eval mode, its `selfsup` metadata). weights=False: the
+    same network (and, for text, the same tokenizer) at random init, the twin every figure needs."""
+    from selfsup.methods import make_config, method_class
 
     checkpoint = _pretraining_checkpoint(path)
     meta = checkpoint["selfsup"]
-    cls = method_class(meta["method"])
-    if issubclass(cls, SequenceMethod):
-        method = cls(make_config(meta["method"], **meta["method_config"]), meta["data_meta"])
-    else:
-        method = create(meta["method"], in_chans=meta["in_chans"], **meta["method_config"])
+    method = method_class(meta["method"]).build(make_config(meta["method"], **meta["method_config"]),
+                                                data_meta_of(meta))
+    if "prepared" in meta:  # memory banks and surrogate classes sized as in training
+        method.prepare(*meta["prepared"])
     if weights:
         prefix = "method."
-        method.load_state_dict({k[len(prefix):]: v for k, v in checkpoint["state_dict"].items()
-                                if k.startswith(prefix)})
+        try:
+            method.load_state_dict({k[len(prefix):]: v for k, v in checkpoint["state_dict"].items()
+                                    if k.startswith(prefix)})
+        except RuntimeError as e:
+            raise SelfsupError(f"'{path}' does not fit the {meta['method']} network this selfsup builds "
+                               f"({_first_line(e)}); retrain it with this version") from None
     return method.eval(), meta
 
 
-def backbone_from_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
-    """(backbone with the trained weights, the checkpoint's `selfsup` metadata)."""
-    checkpoint = _pretraining_checkpoint(path)
-    meta = checkpoint["selfsup"]
-    if "modality" in meta:
-        raise SelfsupError(f"'{path}' holds a {meta['modality']} model ({meta['method']}), not an image backbone; "
-                           f"evaluate it with `selfsup eval` on {meta['modality']} data")
-    config = meta["method_config"]
-    backbone = create_backbone(config["backbone"], in_chans=meta["in_chans"], small_stem=config["small_stem"],
-                               **config.get("backbone_kwargs", {}))
-    state = {k[len(BACKBONE_PREFIX):]: v for k, v in checkpoint["state_dict"].items()
-             if k.startswith(BACKBONE_PREFIX)}
-    backbone.load_state_dict(state)
-    return backbone, meta
+def export_encoder(checkpoint_path: str | Path, out: str | Path) -> Path:
+    """Write the method's `encoder()`; returns the path of the sidecar that says how to load it.
 
+    A Hugging Face model (BERT, ALBERT, wav2vec 2.0) goes to the folder `out` (config.json, model.safetensors, the
+    tokenizer's files for text), loadable offline with `transformers.AutoModel.from_pretrained(out)`; an image
+    backbone to the file `out` (.safetensors) with a JSON sidecar naming its timm/torchvision architecture."""
+    from transformers import PreTrainedModel
 
-def export_backbone(checkpoint_path: str | Path, out: str | Path) -> Path:
-    """Write the backbone's weights to `out` (.safetensors) and a JSON sidecar describing how to
-    rebuild it; returns the sidecar's path. A text or audio model goes to the folder `out` instead."""
-    if "modality" in read_checkpoint(checkpoint_path)["selfsup"]:
-        return export_encoder(checkpoint_path, out)
-    backbone, meta = backbone_from_checkpoint(checkpoint_path)
-    out = Path(out)
+    method, meta = load_method(checkpoint_path)
+    encoder, out = method.encoder(), Path(out)
+    if isinstance(encoder, PreTrainedModel):
+        return _export_pretrained(encoder, method, meta, out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    safetensors.torch.save_file({k: v.contiguous() for k, v in backbone.state_dict().items()}, str(out))
-    library, _, arch = meta["method_config"]["backbone"].rpartition(":")
+    safetensors.torch.save_file({k: v.contiguous() for k, v in encoder.state_dict().items()}, str(out))
+    config = meta["method_config"]
+    library, _, arch = config["backbone"].rpartition(":")
+    data_meta = data_meta_of(meta)
     sidecar = {
         "library": library or "timm",
         "architecture": arch,
-        "in_chans": meta["in_chans"],
-        "small_stem": meta["method_config"]["small_stem"],
-        "kwargs": meta["method_config"].get("backbone_kwargs", {}),
-        "num_features": int(backbone.num_features),
-        "image_size": meta["image_size"],
+        "in_chans": data_meta["in_chans"],
+        "small_stem": config["small_stem"],
+        "kwargs": config.get("backbone_kwargs", {}),
+        "num_features": int(encoder.num_features),
+        "image_size": data_meta["image_size"],
         "method": meta["method"],
         "selfsup_version": __version__,
         "how_to_load": "selfsup.checkpoints.load_exported(PATH), or build the architecture with "
@@ -208,7 +226,7 @@ def export_backbone(checkpoint_path: str | Path, out: str | Path) -> Path:
 
 
 def load_exported(path: str | Path) -> nn.Module:
-    """Rebuild a backbone written by `export_backbone` (reads PATH and its .json sidecar)."""
+    """Rebuild a backbone written by `export_encoder` (reads PATH and its .json sidecar)."""
     path = Path(path)
     sidecar = json.loads(path.with_suffix(".json").read_text())
     name = f"{sidecar['library']}:{sidecar['architecture']}"
@@ -218,21 +236,18 @@ def load_exported(path: str | Path) -> nn.Module:
     return backbone
 
 
-def export_encoder(checkpoint_path: str | Path, out: str | Path) -> Path:
-    """A text or audio method's encoder (BertModel, AlbertModel, Wav2Vec2Model) as a Hugging Face folder `out`:
-    config.json and model.safetensors (and the tokenizer's files for text), loadable offline with
-    `transformers.AutoModel.from_pretrained(out)`; plus selfsup.json naming the method. Returns that file's path."""
-    method, meta = load_method(checkpoint_path)
-    out = Path(out)
+def _export_pretrained(encoder: nn.Module, method: nn.Module, meta: dict[str, Any], out: Path) -> Path:
     if out.suffix in (".safetensors", ".pt", ".ckpt"):
         raise SelfsupError(f"{meta['method']} exports a Hugging Face folder, not one file: pass --out FOLDER "
                            f"(e.g. {out.with_suffix('')})")
-    method.backbone.save_pretrained(str(out))
-    if getattr(method, "tokenizer", None) is not None:
-        method.tokenizer.save_pretrained(str(out))
+    encoder.save_pretrained(str(out))
+    if "tokenizer" in method.data_meta:
+        from selfsup.text import tokenizer_from_json
+
+        tokenizer_from_json(method.data_meta["tokenizer"]).save_pretrained(str(out))
     sidecar = out / "selfsup.json"
     sidecar.write_text(json.dumps({
-        "method": meta["method"], "modality": meta["modality"], "architecture": type(method.backbone).__name__,
+        "method": meta["method"], "modality": modality_of(meta), "architecture": type(encoder).__name__,
         "selfsup_version": __version__,
         "how_to_load": "transformers.AutoModel.from_pretrained(FOLDER) (and AutoTokenizer.from_pretrained(FOLDER) "
                        "for text); nothing is downloaded",

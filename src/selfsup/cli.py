@@ -9,16 +9,17 @@ from selfsup.errors import SelfsupError
 # train flags that map one-to-one onto config options (dest -> option name)
 TRAIN_FLAGS = {
     "data": (str, "built-in set (fashion-mnist, mnist, digits), NAME:DIR, an image folder, or "
-                    "shards:PATTERN of WebDataset tar files [fashion-mnist]"),
+                    "shards:PATTERN of WebDataset tar files; text: bible, bible-all or a text folder; audio: tuxpaint, "
+                    "spoken-words or an audio folder [the method's: fashion-mnist, bible, tuxpaint]"),
     "backbone": (str, "timm model name, or torchvision:NAME [the method's default]"),
     "epochs": (int, "passes over the data [100 unless --max-steps]"),
     "max_steps": (int, "stop after this many optimiser steps"),
-    "batch_size": (int, "images per device and step [256]"),
+    "batch_size": (int, "examples per device and step [256; wav2vec2: 16]"),
     "image_size": (int, "input side in pixels [the built-in set's own, 224 for folders]"),
     "devices": (int, "number of devices (GPUs, or CPU processes) [1]"),
     "num_nodes": (int, "number of machines [1]"),
     "accelerator": (str, "auto, cpu or gpu [auto]"),
-    "num_workers": (int, "data loading processes [cores - 1]"),
+    "num_workers": (int, "data loading processes [0 for batched views and text, else min(8, cores - 1)]"),
     "precision": (str, "32-true, bf16-mixed or 16-mixed [auto: bf16-mixed on GPUs that have it, 16-mixed on "
                        "older GPUs, 32-true on CPUs]"),
     "sync_batchnorm": (bool, "BatchNorm statistics over the batch of all devices, as SimCLR's global BN [off]"),
@@ -85,21 +86,24 @@ def _parser() -> argparse.ArgumentParser:
         frozen = protocols.add_parser(protocol, parents=[common], help=text)
         frozen.add_argument("--k", type=int, help="neighbours for knn [200 for images, 20 for text and audio]")
         frozen.add_argument("--temperature", type=float, default=0.07, help="knn vote weight exp(s/T) [0.07]")
-        frozen.add_argument("--batch-size", type=int, default=256)
+        frozen.add_argument("--batch-size", type=int, help="[256 for images, 64 otherwise]")
         frozen.add_argument("--out", help="result JSON [RUN/eval/PROTOCOL-DATA.json]")
         frozen.set_defaults(run=_eval)
     mlm = protocols.add_parser("mlm", parents=[common], help="masked-token accuracy of a text model on held-out text")
     mlm.add_argument("--out", help="result JSON [RUN/eval/mlm-DATA.json]")
-    mlm.set_defaults(run=_eval, k=None, temperature=None, batch_size=32)
+    mlm.set_defaults(run=_eval, k=None, temperature=0.07, batch_size=None)
 
     finetune = protocols.add_parser("finetune", parents=[common],
                                     help="fine-tune end to end with a linear classifier on a fraction of the labels")
-    finetune.add_argument("--label-fraction", type=float, default=0.1,
-                          help="class-balanced, seeded share of the train labels used, e.g. 0.01, 0.1, 1.0 [0.1]")
-    _add_schedule_flags(finetune, "60 with 1%% of the labels or fewer, else 30", "0.005*sqrt(batch)")
-    finetune.add_argument("--optimizer", choices=["lars", "sgd", "adamw"], default="lars", help="[lars]")
-    finetune.add_argument("--weight-decay", type=float, default=0.0, help="[0]")
-    finetune.add_argument("--out", help="folder for classifier.ckpt, result.json and logs [RUN/finetune/DATA-PCT]")
+    finetune.add_argument("--label-fraction", type=float,
+                          help="class-balanced, seeded share of the train labels used, e.g. 0.01, 0.1, 1.0 "
+                               "[0.1 for images, 1.0 otherwise]")
+    _add_schedule_flags(finetune, "images: 60 with 1%% of the labels or fewer, else 30; text, audio: 300 steps",
+                        "images: 0.005*sqrt(batch); text, audio: 1e-4")
+    finetune.add_argument("--optimizer", choices=["lars", "sgd", "adamw"], help="[lars for images, else adamw]")
+    finetune.add_argument("--weight-decay", type=float, help="[0 for images, else 0.01]")
+    finetune.add_argument("--out", help="folder for classifier.ckpt, result.json and logs, or FILE.json for the "
+                                        "result (the rest goes to the folder FILE) [RUN/finetune/DATA-PCT]")
     finetune.set_defaults(run=_finetune)
 
     distill = commands.add_parser("distill", help="train a student on a fine-tuned teacher's soft labels (no labels)")
@@ -129,13 +133,14 @@ def _parser() -> argparse.ArgumentParser:
     recon.add_argument("--out", required=True, help="FILE.png")
     recon.set_defaults(run=_plot)
     tsne = figures.add_parser("tsne", parents=[_eval_common()], help="t-SNE of test-set embeddings by label")
-    tsne.add_argument("--n", type=int, default=2000, help="test images [2000]")
+    tsne.add_argument("--n", type=int, default=2000, help="test examples [2000]")
     tsne.add_argument("--out", required=True, help="FILE.png")
     tsne.set_defaults(run=_plot)
 
-    export = commands.add_parser("export", help="write the backbone as safetensors + a JSON sidecar")
+    export = commands.add_parser("export", help="write the encoder: an image backbone as safetensors + a JSON "
+                                                "sidecar, a text or audio model as a Hugging Face folder")
     export.add_argument("--checkpoint", required=True)
-    export.add_argument("--out", required=True, help="FILE.safetensors")
+    export.add_argument("--out", required=True, help="FILE.safetensors (images) or FOLDER (text, audio)")
     export.set_defaults(run=_export)
     return parser
 
@@ -150,16 +155,17 @@ def _eval_common() -> argparse.ArgumentParser:
                                        "[fashion-mnist; bible-genres for text; spoken-words for audio, or "
                                        "tuxpaint-languages]")
     common.add_argument("--random-init", action="store_true",
-                        help="text/audio: the checkpoint's network (and tokenizer) with fresh weights, its random twin")
-    common.add_argument("--pooling", choices=["mean", "cls"], default="mean",
+                        help="the checkpoint's network (and tokenizer) with fresh weights: its random twin")
+    common.add_argument("--pooling", choices=["mean", "cls"],
                         help="text features: mean of the tokens' final states, or the [CLS] state [mean]")
     common.add_argument("--limit", type=_pair_of_ints, help="text: seeded N_TRAIN,N_TEST verses of the split [all]")
-    common.add_argument("--backbone", default="resnet18", help="architecture for --checkpoint random")
+    common.add_argument("--backbone", help="image architecture for --checkpoint random [resnet18]")
     common.add_argument("--small-stem", action="store_true", help="for --checkpoint random")
-    common.add_argument("--backbone-kwargs", type=_yaml_mapping, default={},
+    common.add_argument("--backbone-kwargs", type=_yaml_mapping,
                         help="for --checkpoint random: constructor options as YAML, e.g. '{channels: [32, 64, 128, 256]}'")
-    common.add_argument("--image-size", type=int, help="input side [the checkpoint's]")
-    common.add_argument("--test-fraction", type=float, default=0.2, help="for a folder without train/test [0.2]")
+    common.add_argument("--image-size", type=int, help="image input side [the checkpoint's]")
+    common.add_argument("--test-fraction", type=float,
+                        help="image or audio folder without train/test: the share held out [0.2]")
     common.add_argument("--seed", type=int, default=0)
     return common
 
@@ -168,7 +174,7 @@ def _add_schedule_flags(parser: argparse.ArgumentParser, epochs: str, lr: str) -
     """Flags of the commands that train a classifier (finetune, distill)."""
     parser.add_argument("--epochs", type=int, help=f"passes over the images [{epochs}]")
     parser.add_argument("--max-steps", type=int, help="stop after this many optimiser steps")
-    parser.add_argument("--batch-size", type=int, help="[256; 32 for text]")
+    parser.add_argument("--batch-size", type=int, help="[256 for images, 32 otherwise]")
     parser.add_argument("--lr", type=float, help=f"learning rate for the batch [{lr}]")
     parser.add_argument("--num-workers", type=int, help="data loading processes")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
@@ -197,9 +203,9 @@ def _methods(args: argparse.Namespace) -> None:
     from selfsup.methods import METHODS
 
     for name, cls in sorted(METHODS.items()):
-        network = getattr(cls.config_class, "backbone", None)
-        default = f"default backbone {network}" if network else f"{cls.modality}, default data {cls.run_defaults['data']}"
-        print(f"{name:12s} {cls.paper}; {default}")
+        network = getattr(cls.config_class, "backbone", None)  # a dataclass default, not an ability
+        default = f"default backbone {network}" if network else f"default data {cls.run_defaults.get('data')}"
+        print(f"{name:12s} {cls.paper}; {cls.modality}, {default}")
         if cls.deviations:
             print(f"{'':12s} differs from the paper: {cls.deviations}")
 
@@ -216,33 +222,19 @@ def _train(args: argparse.Namespace) -> None:
     train(args.method, options, out=args.out, resume=args.resume, progress=args.progress)
 
 
-def _sequence_eval(args: argparse.Namespace, **schedule: Any) -> bool:
-    """Evaluate a text or audio checkpoint (or baseline) and print its line; False for an image one."""
-    from selfsup.eval.sequence import evaluate_sequence, modality_of
-
-    if modality_of(args.checkpoint) is None:
-        if args.protocol == "mlm":
-            raise SelfsupError("mlm evaluates text models: pass a bert or albert checkpoint")
-        return False
-    result = evaluate_sequence(args.protocol, args.checkpoint, args.data, args.random_init, args.pooling,
-                               getattr(args, "k", None) or 20, args.limit, args.seed, args.out, **schedule)
-    knn = f" (k={result['k']})" if "k" in result else ""
-    print(f"{args.protocol} top-1 {result['top1']:.4f}{knn} | {result['encoder']} | {result['data']} "
-          f"{result['n_train']} train / {result['n_test']} test | {result['seconds']}s | {result['json']}")
-    return True
+def _image_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {"backbone": args.backbone, "small_stem": args.small_stem, "backbone_kwargs": args.backbone_kwargs,
+            "image_size": args.image_size}
 
 
 def _eval(args: argparse.Namespace) -> None:
     from selfsup.eval import evaluate
 
-    if _sequence_eval(args, batch_size=args.batch_size):
-        return
-    args.data = args.data or "fashion-mnist"
-    result = evaluate(args.protocol, args.checkpoint, data=args.data, k=args.k or 200, temperature=args.temperature,
-                      backbone=args.backbone, small_stem=args.small_stem, image_size=args.image_size,
+    result = evaluate(args.protocol, args.checkpoint, data=args.data, k=args.k, temperature=args.temperature,
+                      random_init=args.random_init, pooling=args.pooling, limit=args.limit,
                       test_fraction=args.test_fraction, seed=args.seed, out=args.out, batch_size=args.batch_size,
-                      backbone_kwargs=args.backbone_kwargs)
-    knn = f" (k={result['k']}, T={result['temperature']})" if args.protocol == "knn" else ""
+                      **_image_options(args))
+    knn = f" (k={result['k']}, T={result['temperature']})" if "k" in result else ""
     print(f"{args.protocol} top-1 {result['top1']:.4f}{knn} | {result['encoder']} | {result['data']} "
           f"{result['n_train']} train / {result['n_test']} test | {result['seconds']}s | {result['json']}")
 
@@ -250,18 +242,17 @@ def _eval(args: argparse.Namespace) -> None:
 def _finetune(args: argparse.Namespace) -> None:
     from selfsup.eval.finetune import finetune
 
-    if _sequence_eval(args, steps=args.max_steps or 300, lr=args.lr, batch_size=args.batch_size or 32,
-                      progress=args.progress):
-        return
-    args.data = args.data or "fashion-mnist"
+    if args.random_init or args.pooling:
+        raise SelfsupError(f"--{'random-init' if args.random_init else 'pooling'} applies to frozen evaluation "
+                           "(knn, linear, tsne); fine-tune --checkpoint random for the random-init baseline")
     result = finetune(args.checkpoint, data=args.data, label_fraction=args.label_fraction, epochs=args.epochs,
-                      max_steps=args.max_steps, batch_size=args.batch_size or 256, lr=args.lr, optimizer=args.optimizer,
-                      weight_decay=args.weight_decay, backbone=args.backbone, small_stem=args.small_stem,
-                      backbone_kwargs=args.backbone_kwargs, image_size=args.image_size,
-                      test_fraction=args.test_fraction, seed=args.seed, out=args.out, num_workers=args.num_workers,
-                      progress=args.progress)
+                      max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
+                      weight_decay=args.weight_decay, limit=args.limit, test_fraction=args.test_fraction,
+                      seed=args.seed, out=args.out, num_workers=args.num_workers, progress=args.progress,
+                      **_image_options(args))
     print(f"finetune top-1 {result['top1']:.4f} | {result['encoder']} | {result['data']} "
-          f"{result['label_fraction']:.0%} labels ({result['n_labeled']} images) / {result['n_test']} test | "
+          f"{result['label_fraction']:.0%} labels ({result['n_labeled']} "
+          f"{'images' if result['modality'] == 'image' else 'examples'}) / {result['n_test']} test | "
           f"{result['steps']} steps | {result['seconds']}s | {result['json']}")
 
 
@@ -284,16 +275,18 @@ def _plot(args: argparse.Namespace) -> None:
     if args.figure == "reconstructions":
         path = plot_reconstructions(args.checkpoint, args.out, data=args.data, n=args.n, seed=args.seed)
     else:
-        path = plot_tsne(args.checkpoint, args.out, data=args.data or "fashion-mnist", n=args.n, seed=args.seed,
-                         test_fraction=args.test_fraction, backbone=args.backbone,
-                         small_stem=args.small_stem, image_size=args.image_size, backbone_kwargs=args.backbone_kwargs)
+        if args.limit:
+            raise SelfsupError("--limit does not apply to tsne: --n sets how many test examples are drawn")
+        path = plot_tsne(args.checkpoint, args.out, data=args.data, n=args.n, seed=args.seed,
+                         test_fraction=args.test_fraction, random_init=args.random_init, pooling=args.pooling,
+                         **_image_options(args))
     print(f"wrote {path}")
 
 
 def _export(args: argparse.Namespace) -> None:
-    from selfsup.checkpoints import export_backbone
+    from selfsup.checkpoints import export_encoder
 
-    sidecar = export_backbone(args.checkpoint, args.out)
+    sidecar = export_encoder(args.checkpoint, args.out)
     print(f"wrote {args.out} and {sidecar}")
 
 

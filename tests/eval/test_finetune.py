@@ -2,10 +2,10 @@ import pytest
 import torch
 from timm.optim import Lars
 
-from selfsup.checkpoints import export_backbone, read_checkpoint
+from selfsup.checkpoints import export_encoder, read_checkpoint
 from selfsup.data import open_labeled
 from selfsup.errors import SelfsupError
-from selfsup.eval import load_encoder
+from selfsup.eval import frozen_encoder
 from selfsup.eval.finetune import (
     Classifier,
     CropFlip,
@@ -82,7 +82,8 @@ def test_random_and_bad_encoders():
     encoder, spec = pretrained_encoder("random", channels=3, native_size=None, backbone="resnet10t",
                                        backbone_kwargs=TINY)
     assert spec == {"method": None, "method_config": {"backbone": "resnet10t", "small_stem": False,
-                                                       "backbone_kwargs": TINY}}
+                                                       "backbone_kwargs": TINY},
+                    "data_meta": {"in_chans": 3, "image_size": 224}, "description": "random-init resnet10t"}
     assert encoder.image_size == 224 and encoder.in_chans == 3
     with pytest.raises(SelfsupError, match="'pixels' has no weights to fine-tune"):
         pretrained_encoder("pixels", channels=1, native_size=8)
@@ -122,16 +123,16 @@ def test_quick_fine_tune_on_digits_beats_chance_and_saves_a_loadable_classifier(
     _, test_set = open_labeled("digits")
     model.eval()
     with torch.no_grad():
-        logits = model(torch.stack([model.transform(test_set[i][0]) for i in range(len(test_set))]))
+        logits = model(model.encoder.batch([test_set[i][0] for i in range(len(test_set))]))
     assert abs(float((logits.argmax(1) == test_set.labels).float().mean()) - result["top1"]) < 1e-3
     # trained end to end: the encoder's pretrained weights moved too
     saved = read_checkpoint(simclrv2_checkpoint)["state_dict"]
     assert not torch.equal(model.encoder.backbone[1].weight, saved["method.projection_head.0.weight"])
-    with pytest.raises(SelfsupError, match="is a fine-tuned classifier; pass the pretraining checkpoint"):
+    with pytest.raises(SelfsupError, match="is a fine-tuned classifier, not a pretraining checkpoint"):
         pretrained_encoder(result["classifier"], channels=1, native_size=8)
     with pytest.raises(SelfsupError, match="not a fine-tuned classifier"):
         load_classifier(simclrv2_checkpoint)
     with pytest.raises(SelfsupError, match="is a fine-tuned classifier, not a pretraining checkpoint"):
-        load_encoder(result["classifier"], channels=1, native_size=8)  # eval knn / linear
+        frozen_encoder(result["classifier"], channels=1, native_size=8)  # eval knn / linear
     with pytest.raises(SelfsupError, match="is a fine-tuned classifier, not a pretraining checkpoint"):
-        export_backbone(result["classifier"], tmp_path / "backbone.safetensors")
+        export_encoder(result["classifier"], tmp_path / "backbone.safetensors")

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from selfsup.cli import main
-from selfsup.eval.sequence import evaluate_sequence, modality_of
-from selfsup.text import bible_verses
-from selfsup.text.evaluate import genre_split
+from selfsup.eval import evaluate
+from selfsup.eval.features import checkpoint_modality
+from selfsup.text import bible_verses, genre_split
 
 TINY = {"hidden": 32, "layers": 1, "heads": 2, "intermediate": 64, "max_len": 48, "vocab_size": 300}
 
@@ -34,7 +34,7 @@ def test_bible_pretraining_never_reads_the_held_out_books(bert_checkpoint):
 
 @pytest.mark.parametrize("protocol", ["knn", "linear", "mlm"])
 def test_text_protocols_on_the_checkpoint_and_its_random_twin(tmp_path, bert_checkpoint, protocol):
-    assert modality_of(bert_checkpoint) == "text"
+    assert checkpoint_modality(bert_checkpoint) == "text"
     results = []
     for extra in ([], ["--random-init"]):
         out = tmp_path / f"{protocol}{len(extra)}.json"
@@ -63,7 +63,7 @@ def test_random_init_twin_has_the_checkpoints_shape_but_not_its_weights(bert_che
 
 
 def test_tfidf_baseline_and_its_refusals(tmp_path, capsys):
-    result = evaluate_sequence("linear", "tfidf", limit=(2000, 600), out=str(tmp_path / "tfidf.json"))
+    result = evaluate("linear", "tfidf", limit=(2000, 600), out=str(tmp_path / "tfidf.json"))
     assert result["top1"] > 0.4  # 8 genres, the commonest 0.21 of the verses
     assert main(["eval", "knn", "--checkpoint", "tfidf"]) == 1
     assert "tfidf baseline is a linear classifier" in capsys.readouterr().err

@@ -1,7 +1,7 @@
-"""Audio (wav2vec 2.0): audio folders and the built-in speech sets, decoding to 16 kHz mono clips, the MFCC
-baseline and the kNN / linear probes on pooled features.
+"""Audio (wav2vec 2.0): audio folders and the built-in speech sets, decoding to 16 kHz mono clips, and the MFCC
+baseline.
 
-files or espeak-ng / tuxpaint -> AudioClips (decode, resample, crop) -> collate_waveforms -> encoder -> probe
+files or espeak-ng / tuxpaint -> AudioClips (decode, resample, crop) -> collate_waveforms -> encoder
 """
 
 from .data import (
@@ -22,14 +22,13 @@ from .data import (
                    split_by_group,
 )
 from .mfcc import MFCC_DIM, mfcc_features
-from .probe import mfcc_dataset_features, pooled_features, probe
 from .spoken_words import VOICES, WORDS, SpokenWord, spoken_words
 from .tuxpaint import LANGUAGES, Recording, tuxpaint_recordings
 
 __all__ = [
     "AUDIO_EXTENSIONS", "BUILTIN_AUDIO", "LANGUAGES", "MAX_SECONDS", "MFCC_DIM", "MIN_SECONDS", "SAMPLE_RATE",
     "VOICES", "WORDS", "AudioClips", "BadAudioError", "Recording", "SpokenWord", "audio_problem",
-    "collate_waveforms", "decode_audio", "index_audio", "mfcc_dataset_features", "mfcc_features", "open_audio",
-    "open_labeled_audio", "pooled_features", "probe", "scan_audio", "spoken_words", "split_by_group",
+    "collate_waveforms", "decode_audio", "index_audio", "mfcc_features", "open_audio", "open_labeled_audio",
+    "scan_audio", "spoken_words", "split_by_group",
     "tuxpaint_recordings",
 ]

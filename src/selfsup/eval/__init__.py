@@ -1,8 +1,10 @@
-"""Evaluation of frozen encoders: weighted kNN and linear probe."""
+"""Evaluation of every modality through the method contract: frozen features (kNN, linear probe), fine-tuning,
+distillation and figures."""
 
-from selfsup.eval.features import Encoder, extract_features, load_encoder
-from selfsup.eval.knn import knn_predict
+from selfsup.eval.features import FrozenEncoder, extract_features, frozen_encoder
+from selfsup.nn.knn import knn_predict
 from selfsup.eval.linear import linear_probe
-from selfsup.eval.run import evaluate
+from selfsup.eval.run import evaluate, open_labeled_split
 
-__all__ = ["Encoder", "evaluate", "extract_features", "knn_predict", "linear_probe", "load_encoder"]
+__all__ = ["FrozenEncoder", "evaluate", "extract_features", "frozen_encoder", "knn_predict", "linear_probe",
+           "open_labeled_split"]

@@ -19,7 +19,6 @@ from torch import nn
 
 from selfsup.data import open_labeled, open_unlabeled
 from selfsup.errors import SelfsupError
-from selfsup.eval.features import Encoder
 from selfsup.eval.finetune import (
     CLASSIFIER_FILE,
     Classifier,
@@ -29,11 +28,11 @@ from selfsup.eval.finetune import (
     classifier_meta,
     feature_dim,
     load_classifier,
-    make_trainer,
     predict,
     train_loader,
-    write_result,
 )
+from selfsup.eval.run import write_result
+from selfsup.train.module import make_trainer
 from selfsup.train.optim import create_optimizer
 
 
@@ -121,13 +120,13 @@ def distill(teacher: str, student_backbone: str, student_backbone_kwargs: dict |
     images = labeled_train if data is None else open_unlabeled(data)
     L.seed_everything(seed, verbose=False)
     spec = {"method": None, "method_config": {"backbone": student_backbone, "small_stem": student_small_stem,
-                                              "backbone_kwargs": student_backbone_kwargs or {}}}
-    module, _ = build_encoder(spec, in_chans)
-    encoder = Encoder(module, image_size, in_chans, f"student {student_backbone}")
-    student = Classifier(encoder, feature_dim(module, in_chans, image_size), len(classes))
+                                              "backbone_kwargs": student_backbone_kwargs or {}},
+            "data_meta": {"in_chans": in_chans, "image_size": image_size}, "description": f"student {student_backbone}"}
+    encoder = build_encoder(spec)
+    student = Classifier(encoder, feature_dim(encoder, test_set[0][0]), len(classes))
     views = CropFlip(image_size, in_chans, crop_min_scale)  # student and teacher see the same view
     batched = images.native_size is not None
-    loader = train_loader(images, views, batched, batch_size, num_workers)
+    loader = train_loader(images, encoder, views, batched, batch_size, num_workers)
     lr = lr if lr is not None else 0.1 * math.sqrt(loader.batch_size)
     path = Path(out) if out else Path(teacher).resolve().parent / f"distill-{student_backbone.replace(':', '_')}"
     data_name = data or f"{meta['data']} (train split, labels unused)"
@@ -152,4 +151,4 @@ def distill(teacher: str, student_backbone: str, student_backbone_kwargs: dict |
         "n_test": len(test_set), "steps": trainer.global_step, "batch_size": loader.batch_size, "lr": lr,
         "seconds": round(time.time() - start, 1), "classifier": str(path / CLASSIFIER_FILE),
     }
-    return write_result(result, path)
+    return write_result(result, path / "result.json")

@@ -1,18 +1,17 @@
-"""`selfsup eval finetune`: a pretrained encoder plus a linear classifier, trained end to end on a
-class-balanced fraction of the labels, as in SimCLR v2's semi-supervised protocol (Chen et al. 2020b).
+"""`selfsup eval finetune` for every modality: a pretrained encoder (the method's `finetune_encoder()`) plus a
+linear classifier, trained end to end on a class-balanced fraction of the labels; the one fine-tuning loop, which
+distillation reuses.
 
-Paper defaults: LARS (its trust ratio on the encoder's weight matrices; the new linear layer, biases
-and norms take plain momentum steps), lr 0.005*sqrt(batch), no weight decay, no warm-up, cosine
-decay, 60 epochs with 1% of the labels and 30 otherwise, random crop + horizontal flip only. The
-encoder is any module mapping images to (B, D) features: a method's `finetune_encoder()` when it
-has one (SimCLR v2: backbone + first head layer), else its backbone.
+Images follow SimCLR v2's semi-supervised protocol (Chen et al. 2020b): LARS (its trust ratio on the encoder's
+weight matrices; the new linear layer, biases and norms take plain momentum steps), lr 0.005*sqrt(batch), no
+weight decay, no warm-up, cosine decay, 60 epochs with 1% of the labels and 30 otherwise, random crop +
+horizontal flip only. Text and audio encoders follow BERT's recipe sized for a CPU: AdamW lr 1e-4, weight decay
+0.01, 10% warm-up then cosine decay, 300 steps of 32 on every train label (small BERTs fine-tune at 1e-4..3e-5,
+Turc et al. 2019).
 """
 
-import json
-import logging
 import math
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -20,102 +19,84 @@ import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.loggers import CSVLogger
 from timm.optim import Lars
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from selfsup import __version__
-from selfsup.checkpoints import read_checkpoint
-from selfsup.data import open_labeled
+from selfsup.checkpoints import load_method, read_checkpoint
 from selfsup.errors import SelfsupError
-from selfsup.eval.features import Encoder, _match_channels
-from selfsup.methods import create, method_class
+from selfsup.eval.features import Encoder, checkpoint_modality, image_encoder, labelled_loader
+from selfsup.eval.run import DEFAULT_DATA, check_options, data_tag, open_labeled_split, write_result
+from selfsup.methods import build
 from selfsup.nn import create_backbone
-from selfsup.train.module import AtomicCheckpointIO
+from selfsup.train.module import make_trainer
 from selfsup.train.optim import create_optimizer, warmup_cosine
-from selfsup.views import TransformedImages
+from selfsup.views import TransformedImages, match_channels
 from selfsup.views.crop_flip import crop_flip
 
 CLASSIFIER_FILE = "classifier.ckpt"
 
 
 class Classifier(nn.Module):
-    """encoder (B, C, S, S) -> (B, D) features -> linear layer -> (B, num_classes) logits.
-
-    `transform` is the encoder's evaluation preprocessing of one uint8 image (C, H, W)."""
+    """encoder (its batch of inputs) -> (B, D) features -> linear layer -> (B, num_classes) logits."""
 
     def __init__(self, encoder: Encoder, num_features: int, num_classes: int):
         super().__init__()
         self.encoder = encoder
         self.fc = nn.Linear(num_features, num_classes)
 
-    def transform(self, image: torch.Tensor) -> torch.Tensor:
-        return self.encoder.transform(image)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.encoder(images))
+    def forward(self, inputs: Any) -> torch.Tensor:
+        return self.fc(self.encoder(inputs))
 
 
-def build_encoder(spec: dict[str, Any], in_chans: int) -> tuple[nn.Module, nn.Module | None]:
-    """(encoder module, the method it belongs to or None) for spec {"method": NAME or None,
-    "method_config": {backbone, small_stem, backbone_kwargs, ...}}: the method's `finetune_encoder()`
-    when it defines one, otherwise a bare backbone. Weights are random."""
+def build_encoder(spec: dict[str, Any], in_chans: int | None = None) -> Encoder:
+    """The encoder at random init for spec {"method": NAME or None, "method_config": {...}, "data_meta": {...},
+    "description": ...}: the method's `finetune_encoder()`, or a bare image backbone for method None."""
     name, config = spec["method"], spec["method_config"]
-    if name is not None and hasattr(method_class(name), "finetune_encoder"):
-        method = create(name, in_chans=in_chans, **config)
-        return method.finetune_encoder(), method
-    backbone = create_backbone(config["backbone"], in_chans=in_chans, small_stem=config.get("small_stem", False),
-                               **config.get("backbone_kwargs", {}))
-    return backbone, None
+    data_meta = spec.get("data_meta") or {"in_chans": in_chans, "image_size": spec.get("image_size")}
+    if name is None:
+        backbone = create_backbone(config["backbone"], in_chans=data_meta["in_chans"],
+                                   small_stem=config.get("small_stem", False), **config.get("backbone_kwargs", {}))
+        return image_encoder(backbone, data_meta["image_size"], data_meta["in_chans"], spec["description"])
+    return _method_encoder(build(name, data_meta, **config), spec["description"])
 
 
-def _pretrained_state(encoder: nn.Module, method: nn.Module | None, saved: dict, path: str) -> dict:
-    """The encoder's weights from a pretraining checkpoint's state_dict ('method.*' keys). An encoder
-    taken from a method finds each tensor's key by identity within the method."""
-    if method is None:
-        keys = {k: "method.backbone." + k for k in encoder.state_dict()}
-    else:
-        where = {id(t): k for k, t in method.state_dict(keep_vars=True).items()}
-        keys = {k: "method." + where[id(t)] for k, t in encoder.state_dict(keep_vars=True).items()}
-    missing = [source for source in keys.values() if source not in saved]
-    if missing:
-        raise SelfsupError(f"checkpoint '{path}' has no weights for {missing[0]} (and {len(missing) - 1} more); "
-                           "pass a checkpoint written by `selfsup train`")
-    return {k: saved[source] for k, source in keys.items()}
+def _method_encoder(method: nn.Module, description: str) -> Encoder:
+    image = method.modality == "image"
+    return Encoder(method.finetune_encoder(), method.eval_batch, description,
+                   method.data_meta["in_chans"] if image else None, method.data_meta["image_size"] if image else None)
 
 
-def pretrained_encoder(checkpoint: str, channels: int, native_size: int | None, backbone: str = "resnet18",
-                       small_stem: bool = False, image_size: int | None = None,
+def pretrained_encoder(checkpoint: str, channels: int = 3, native_size: int | None = None,
+                       backbone: str | None = None, small_stem: bool = False, image_size: int | None = None,
                        backbone_kwargs: dict | None = None) -> tuple[Encoder, dict[str, Any]]:
-    """(encoder to fine-tune, the spec that rebuilds it): 'random' gives an untrained `backbone`; a
-    pretraining checkpoint its method's fine-tuning encoder (or backbone) with the trained weights."""
-    if checkpoint == "pixels":
-        raise SelfsupError("'pixels' has no weights to fine-tune; pass a .ckpt file or 'random'")
+    """(encoder to fine-tune, the spec that rebuilds it): 'random' gives an untrained image `backbone`; a
+    pretraining checkpoint its method's `finetune_encoder()` with the trained weights."""
+    if checkpoint in ("pixels", "tfidf", "mfcc"):
+        raise SelfsupError(f"'{checkpoint}' has no weights to fine-tune; pass a .ckpt file or 'random'")
     if checkpoint == "random":
+        backbone = backbone or "resnet18"
         config = {"backbone": backbone, "small_stem": small_stem, "backbone_kwargs": backbone_kwargs or {}}
-        spec = {"method": None, "method_config": config}
-        module, _ = build_encoder(spec, channels)
-        return Encoder(module, image_size or native_size or 224, channels, f"random-init {backbone}"), spec
-    saved = read_checkpoint(checkpoint)
-    meta = saved["selfsup"]
-    if meta.get("kind") == "classifier":
-        raise SelfsupError(f"'{checkpoint}' is a fine-tuned classifier; pass the pretraining checkpoint it came "
-                           f"from ({meta['trained_by'].get('checkpoint', 'RUN/checkpoints/last.ckpt')})")
-    spec = {"method": meta["method"], "method_config": meta["method_config"]}
-    module, method = build_encoder(spec, meta["in_chans"])
-    module.load_state_dict(_pretrained_state(module, method, saved["state_dict"], checkpoint))
-    description = f"{meta['method']} {meta['method_config']['backbone']}"
-    if method is not None:
+        spec = {"method": None, "method_config": config, "description": f"random-init {backbone}",
+                "data_meta": {"in_chans": channels, "image_size": image_size or native_size or 224}}
+        return build_encoder(spec), spec
+    method, meta = load_method(checkpoint)
+    if image_size:
+        method.data_meta["image_size"] = image_size
+    description = f"{meta['method']} {method.network_name()}"
+    if {id(p) for p in method.finetune_encoder().parameters()} != {id(p) for p in method.encoder().parameters()}:
         description += " + fine-tuning layers of its head"
-    return Encoder(module, image_size or meta["image_size"], meta["in_chans"], description), spec
+    spec = {"method": meta["method"], "method_config": meta["method_config"], "data_meta": method.data_meta,
+            "description": description}
+    return _method_encoder(method, description), spec
 
 
-def feature_dim(encoder: nn.Module, in_chans: int, image_size: int) -> int:
-    """D of an encoder's (B, D) output, from one blank image."""
+def feature_dim(encoder: Encoder, example: Any) -> int:
+    """D of an encoder's (B, D) output, from one labelled example's input."""
     was_training = encoder.training
     with torch.no_grad():
-        d = encoder.eval()(torch.zeros(1, in_chans, image_size, image_size)).shape[1]
+        d = encoder.eval()(encoder.batch([example])).shape[1]
     encoder.train(was_training)
     return int(d)
 
@@ -148,7 +129,7 @@ class CropFlip:
         self.transform, self.batch_transform = crop_flip(image_size, channels, min_scale)
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
-        return self.transform(_match_channels(image, self.channels))
+        return self.transform(match_channels(image, self.channels))
 
     def batch(self, images: torch.Tensor) -> torch.Tensor:
         x = images.float() / 255  # (B, C, H, W)
@@ -217,87 +198,101 @@ def finetune_optimizer(model: Classifier, optimizer: str, lr: float, weight_deca
     return Lars(groups, lr=lr, momentum=momentum)
 
 
-def make_trainer(out: Path, epochs: int | None, max_steps: int | None, precision: str = "32-true",
-                 accelerator: str = "auto", progress: bool = True) -> L.Trainer:
-    """One device, CSV log under OUT/logs/csv, atomic checkpoint writes, no automatic checkpoints."""
-    warnings.filterwarnings("ignore", ".*does not have many workers.*")
-    warnings.filterwarnings("ignore", ".*sync_dist=True.*")
-    warnings.filterwarnings("ignore", ".*LeafSpec.*")
-    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-    return L.Trainer(accelerator=accelerator, devices=1, precision=precision, max_epochs=epochs,
-                     max_steps=max_steps or -1, logger=CSVLogger(out / "logs", name="csv"),
-                     plugins=[AtomicCheckpointIO()], enable_checkpointing=False, enable_model_summary=False,
-                     enable_progress_bar=progress, log_every_n_steps=min(10, max_steps or 10), default_root_dir=out)
-
-
-def train_loader(images: Dataset, views: CropFlip, batched: bool, batch_size: int,
+def train_loader(examples: Dataset, encoder: Encoder, views: CropFlip | None, batched: bool, batch_size: int,
                  num_workers: int | None) -> DataLoader:
-    """Shuffled batches of whole size: uint8 images when the views run on the device, else views."""
-    if len(images) < 2:
-        raise SelfsupError(f"only {len(images)} training image; pass a larger --label-fraction or more data")
-    workers = num_workers if num_workers is not None else 0 if batched else 2
-    return DataLoader(images if batched else TransformedImages(images, views), batch_size=min(batch_size, len(images)),
-                      shuffle=True, drop_last=True, num_workers=workers, persistent_workers=workers > 0,
-                      pin_memory=torch.cuda.is_available())
+    """Shuffled batches of whole size: uint8 images when the views run on the device, views made per image in
+    the loader, or (no views: text, audio) the encoder's own batches."""
+    if len(examples) < 2:
+        raise SelfsupError(f"only {len(examples)} training example; pass a larger --label-fraction or more data")
+    workers = num_workers if num_workers is not None else 0 if batched or views is None else 2
+    options = dict(batch_size=min(batch_size, len(examples)), shuffle=True, drop_last=True, num_workers=workers,
+                   persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())
+    if views is None:
+        return labelled_loader(examples, encoder.batch, **options)
+    return DataLoader(examples if batched else TransformedImages(examples, views), **options)
 
 
-def predict(trainer: L.Trainer, module: FinetuneModule, images: Dataset, batch_size: int = 256,
+def predict(trainer: L.Trainer, module: FinetuneModule, examples: Dataset, batch_size: int = 256,
             num_workers: int | None = None) -> torch.Tensor:
-    """The module's predict_step outputs for every image, in order, concatenated."""
-    loader = DataLoader(TransformedImages(images, module.model.transform), batch_size=batch_size,
-                        num_workers=num_workers or 0)
+    """The module's predict_step outputs for every labelled example, in order, concatenated."""
+    loader = labelled_loader(examples, module.model.encoder.batch, batch_size, num_workers or 0)
     return torch.cat(trainer.predict(module, loader))
 
 
-def finetune(checkpoint: str, data: str = "fashion-mnist", label_fraction: float = 0.1, epochs: int | None = None,
-             max_steps: int | None = None, batch_size: int = 256, lr: float | None = None, optimizer: str = "lars",
-             weight_decay: float = 0.0, momentum: float = 0.9, crop_min_scale: float = 0.5,
-             backbone: str = "resnet18", small_stem: bool = False, backbone_kwargs: dict | None = None,
-             image_size: int | None = None, test_fraction: float = 0.2, seed: int = 0, out: str | None = None,
+# Defaults per modality: SimCLR v2's protocol for images, BERT's fine-tuning recipe (sized for a CPU) otherwise.
+IMAGE_RECIPE = {"label_fraction": 0.1, "batch_size": 256, "optimizer": "lars", "weight_decay": 0.0,
+                "warmup_fraction": 0.0}
+SEQUENCE_RECIPE = {"label_fraction": 1.0, "batch_size": 32, "optimizer": "adamw", "weight_decay": 0.01,
+                   "warmup_fraction": 0.1, "lr": 1e-4, "max_steps": 300}
+
+
+def finetune(checkpoint: str, data: str | None = None, label_fraction: float | None = None,
+             epochs: int | None = None, max_steps: int | None = None, batch_size: int | None = None,
+             lr: float | None = None, optimizer: str | None = None, weight_decay: float | None = None,
+             momentum: float = 0.9, crop_min_scale: float = 0.5, limit: tuple[int, int] | None = None,
+             test_fraction: float | None = None, seed: int = 0, out: str | None = None,
              num_workers: int | None = None, precision: str = "32-true", accelerator: str = "auto",
-             progress: bool = True) -> dict[str, Any]:
-    """Fine-tune `checkpoint`'s encoder (or a random-init `backbone` for 'random') with a linear layer
-    on `label_fraction` of `data`'s train labels; top-1 on its test split. Writes OUT/classifier.ckpt
-    (loadable with `load_classifier`) and OUT/result.json; returns the result."""
+             progress: bool = True, **image_options: Any) -> dict[str, Any]:
+    """Fine-tune `checkpoint`'s encoder (or a random-init image backbone for 'random') with a linear layer on
+    `label_fraction` of `data`'s train labels; top-1 on its test split. Defaults (None) come from the modality's
+    recipe above. Writes OUT/classifier.ckpt (loadable with `load_classifier`) and OUT/result.json."""
     start = time.time()
-    train_set, test_set = open_labeled(data, test_fraction=test_fraction, seed=seed)
-    encoder, spec = pretrained_encoder(checkpoint, train_set.channels, train_set.native_size, backbone, small_stem,
-                                       image_size, backbone_kwargs)
+    modality = checkpoint_modality(checkpoint)
+    check_options("knn", checkpoint, modality, False, None, image_options)
+    image = modality == "image"
+    recipe = IMAGE_RECIPE if image else SEQUENCE_RECIPE
+    label_fraction = recipe["label_fraction"] if label_fraction is None else label_fraction
+    data = data or DEFAULT_DATA.get(modality, "")
+    train_set, test_set = open_labeled_split(modality, data, seed, test_fraction, limit)
+    encoder, spec = pretrained_encoder(checkpoint, getattr(train_set, "channels", 3),
+                                       getattr(train_set, "native_size", None),
+                                       **{k: v for k, v in image_options.items() if v is not None})
     L.seed_everything(seed, verbose=False)
-    labeled = Subset(train_set, label_subset(train_set.labels, label_fraction, seed).tolist())
-    model = Classifier(encoder, feature_dim(encoder, encoder.in_chans, encoder.image_size), len(train_set.classes))
-    views = CropFlip(encoder.image_size, encoder.in_chans, crop_min_scale)
-    batched = train_set.native_size is not None  # one image size: stack uint8 and augment on the device
-    loader = train_loader(labeled, views, batched, batch_size, num_workers)
-    lr = lr if lr is not None else 0.005 * math.sqrt(loader.batch_size)
-    path = Path(out) if out else _default_out(checkpoint, data, backbone, label_fraction)
-    meta = classifier_meta(model, spec, train_set.classes, data, test_fraction, seed, trained_by={
+    labeled = Subset(train_set, label_subset(torch.as_tensor(train_set.labels), label_fraction, seed).tolist())
+    model = Classifier(encoder, feature_dim(encoder, train_set[0][0]), len(train_set.classes))
+    views = CropFlip(encoder.image_size, encoder.in_chans, crop_min_scale) if image else None
+    batched = image and train_set.native_size is not None  # one image size: stack uint8, augment on the device
+    loader = train_loader(labeled, encoder, views, batched, batch_size or recipe["batch_size"], num_workers)
+    if lr is None:
+        lr = 0.005 * math.sqrt(loader.batch_size) if image else recipe["lr"]
+    optimizer = optimizer or recipe["optimizer"]
+    weight_decay = recipe["weight_decay"] if weight_decay is None else weight_decay
+    path = Path(out) if out else _default_out(checkpoint, data, image_options.get("backbone"), label_fraction)
+    result_file = path if path.suffix == ".json" else path / "result.json"
+    path = path.with_suffix("") if path.suffix == ".json" else path
+    meta = classifier_meta(model, spec, train_set.classes, data, 0.2 if test_fraction is None else test_fraction, seed,
+                           trained_by={
         "command": "finetune", "checkpoint": str(checkpoint), "label_fraction": label_fraction,
         "n_labeled": len(labeled), "lr": lr, "optimizer": optimizer, "batch_size": loader.batch_size})
     if epochs is None and max_steps is None:
-        epochs = 60 if label_fraction <= 0.01 else 30
+        if image:
+            epochs = 60 if label_fraction <= 0.01 else 30
+        else:
+            max_steps = recipe["max_steps"]
     trainer = make_trainer(path, epochs, max_steps, precision, accelerator, progress)
-    module = FinetuneModule(model, meta, optimizer, lr, weight_decay, momentum, views=views if batched else None)
+    module = FinetuneModule(model, meta, optimizer, lr, weight_decay, momentum, recipe["warmup_fraction"],
+                            views=views if batched else None)
     trainer.fit(module, loader)
     trainer.save_checkpoint(path / CLASSIFIER_FILE, weights_only=True)
     predicted = predict(trainer, module, test_set, num_workers=num_workers).cpu()
     result = {
-        "protocol": "finetune", "top1": round(float((predicted == test_set.labels).float().mean()), 4),
-        "encoder": encoder.description, "checkpoint": str(checkpoint), "data": data,
+        "protocol": "finetune", "top1": round(float((predicted == torch.as_tensor(test_set.labels)).float().mean()), 4),
+        "encoder": encoder.description, "checkpoint": str(checkpoint), "modality": modality, "data": data,
         "label_fraction": label_fraction, "n_labeled": len(labeled), "n_test": len(test_set),
         "steps": trainer.global_step, "batch_size": loader.batch_size, "lr": lr, "optimizer": optimizer,
-        "image_size": encoder.image_size, "seconds": round(time.time() - start, 1),
+        **({"image_size": encoder.image_size} if image else {}), "seconds": round(time.time() - start, 1),
         "classifier": str(path / CLASSIFIER_FILE),
     }
-    return write_result(result, path)
+    return write_result(result, result_file)
 
 
-def classifier_meta(model: Classifier, spec: dict, classes: list[str], data: str, test_fraction: float, seed: int,
-                    trained_by: dict[str, Any]) -> dict[str, Any]:
+def classifier_meta(model: Classifier, spec: dict, classes: list[str], data: str, test_fraction: float | None,
+                    seed: int, trained_by: dict[str, Any]) -> dict[str, Any]:
     """What `load_classifier` needs to rebuild a classifier, and where it came from (plain data only)."""
-    return {"kind": "classifier", "version": __version__, "seed": seed, "in_chans": model.encoder.in_chans,
-            "image_size": model.encoder.image_size, "classes": list(classes), "encoder": spec,
-            "num_features": model.fc.in_features, "description": model.encoder.description, "data": data,
+    encoder = model.encoder
+    return {"kind": "classifier", "version": __version__, "seed": seed, "in_chans": encoder.in_chans,
+            "image_size": encoder.image_size, "classes": list(classes), "encoder": spec,
+            "num_features": model.fc.in_features, "description": encoder.description, "data": data,
             "test_fraction": test_fraction, "trained_by": trained_by}
 
 
@@ -308,21 +303,14 @@ def load_classifier(path: str | Path) -> tuple[Classifier, dict[str, Any]]:
     if meta.get("kind") != "classifier":
         raise SelfsupError(f"'{path}' is a pretraining checkpoint, not a fine-tuned classifier; run `selfsup eval "
                            f"finetune --checkpoint {path}` and pass the {CLASSIFIER_FILE} it writes")
-    module, _ = build_encoder(meta["encoder"], meta["in_chans"])
-    encoder = Encoder(module, meta["image_size"], meta["in_chans"], meta["description"])
-    model = Classifier(encoder, meta["num_features"], len(meta["classes"]))
+    spec = {"description": meta["description"], "image_size": meta["image_size"], **meta["encoder"]}
+    model = Classifier(build_encoder(spec, meta["in_chans"]), meta["num_features"], len(meta["classes"]))
     model.load_state_dict({k[len("model."):]: v for k, v in saved["state_dict"].items() if k.startswith("model.")})
     return model, meta
 
 
-def write_result(result: dict[str, Any], folder: Path) -> dict[str, Any]:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "result.json").write_text(json.dumps(result, indent=2))
-    return {**result, "json": str(folder / "result.json")}
-
-
-def _default_out(checkpoint: str, data: str, backbone: str, label_fraction: float) -> Path:
-    tag = f"{data.replace('/', '_').replace(':', '_').strip('_.')}-{label_fraction * 100:g}pct"
+def _default_out(checkpoint: str, data: str, backbone: str | None, label_fraction: float) -> Path:
+    tag = f"{data_tag(data)}-{label_fraction * 100:g}pct"
     if checkpoint == "random":
-        return Path("runs") / "baselines" / f"finetune-random-{backbone.replace(':', '_')}-{tag}"
+        return Path("runs") / "baselines" / f"finetune-random-{(backbone or 'resnet18').replace(':', '_')}-{tag}"
     return Path(checkpoint).resolve().parent.parent / "finetune" / tag

@@ -1,4 +1,4 @@
-"""Figures: what a masked-image model restores (SiT's figure), and a t-SNE of test-set embeddings."""
+"""Figures: what a masked-image model restores (SiT's figure), and a t-SNE of test-set embeddings (any modality)."""
 
 from pathlib import Path
 
@@ -13,8 +13,8 @@ from torch.utils.data import Subset
 
 from selfsup.checkpoints import load_method
 from selfsup.data import open_labeled
-from selfsup.errors import SelfsupError
-from selfsup.eval.features import extract_features, load_encoder
+from selfsup.eval.features import checkpoint_modality, extract_features, frozen_encoder
+from selfsup.eval.run import DEFAULT_DATA, check_options, open_labeled_split
 from selfsup.views import EvalTransform, normalization_for
 
 
@@ -23,18 +23,15 @@ def plot_reconstructions(checkpoint: str, out: str | Path, data: str | None = No
     """Rows original / corrupted (or masked) / reconstructed for n test images of `data` (default: the
     data the checkpoint trained on) -> a PNG at `out`."""
     method, meta = load_method(checkpoint)
-    if not hasattr(method, "visualize"):
-        raise SelfsupError(f"{meta['method']} does not reconstruct images; reconstructions need a masked image "
-                           "model (sit, gmml, mae, simmim)")
     _, test_set = open_labeled(data or meta["train"]["data"])
     chosen = torch.randperm(len(test_set), generator=torch.Generator().manual_seed(seed))[:n]
-    transform = EvalTransform(meta["image_size"], meta["in_chans"])
+    transform = EvalTransform(method.image_size, method.in_chans)
     x = torch.stack([transform(test_set[int(i)][0]) for i in chosen])  # (n, C, S, S)
     corrupted, restored = method.visualize(x, torch.Generator().manual_seed(seed))
     rows = {"original": x, "corrupted": corrupted, "reconstructed": restored}
     fig, axes = plt.subplots(3, len(x), figsize=(1.2 * len(x), 3.9), squeeze=False)
     for r, (label, images) in enumerate(rows.items()):
-        for c, image in enumerate(_pixels(images, meta["in_chans"])):
+        for c, image in enumerate(_pixels(images, method.in_chans)):
             axes[r, c].imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=1)
             axes[r, c].set_xticks([]), axes[r, c].set_yticks([])
         axes[r, 0].set_ylabel(label, fontsize=8)
@@ -42,12 +39,19 @@ def plot_reconstructions(checkpoint: str, out: str | Path, data: str | None = No
     return _save(fig, out)
 
 
-def plot_tsne(checkpoint: str, out: str | Path, data: str = "fashion-mnist", n: int = 2000, seed: int = 0,
-              test_fraction: float = 0.2, **encoder_options) -> Path:
-    """t-SNE of the frozen encoder's features of n seeded test images, coloured by label -> a PNG.
-    `checkpoint` may be 'random' (with backbone options in encoder_options) or 'pixels'."""
-    _, test_set = open_labeled(data, test_fraction, seed)
-    encoder = load_encoder(checkpoint, test_set.channels, test_set.native_size, **encoder_options)
+def plot_tsne(checkpoint: str, out: str | Path, data: str | None = None, n: int = 2000, seed: int = 0,
+              test_fraction: float | None = None, random_init: bool = False, pooling: str | None = None,
+              **image_options) -> Path:
+    """t-SNE of the frozen encoder's features of n seeded test examples, coloured by label -> a PNG, for every
+    modality. `checkpoint` may be a baseline ('random' with image_options, 'pixels', 'mfcc') or, with random_init,
+    a checkpoint's random twin."""
+    modality = checkpoint_modality(checkpoint)
+    check_options("knn", checkpoint, modality, random_init, pooling, image_options)
+    data = data or DEFAULT_DATA.get(modality, "")
+    _, test_set = open_labeled_split(modality, data, seed, test_fraction)
+    encoder = frozen_encoder(checkpoint, random_init, {"pooling": pooling} if pooling else None,
+                             getattr(test_set, "channels", 3), getattr(test_set, "native_size", None),
+                             **{k: v for k, v in image_options.items() if v is not None})
     chosen = torch.randperm(len(test_set), generator=torch.Generator().manual_seed(seed))[:n]
     features, labels = extract_features(encoder, Subset(test_set, chosen.tolist()), desc="t-SNE features")
     points = TSNE(n_components=2, init="pca", perplexity=min(30, len(chosen) - 1), random_state=seed).fit_transform(
@@ -59,7 +63,7 @@ def plot_tsne(checkpoint: str, out: str | Path, data: str = "fashion-mnist", n: 
         ax.scatter(points[at, 0], points[at, 1], s=4, color=plt.cm.tab10(c % 10), label=name)
     ax.legend(markerscale=3, fontsize=7, loc="best")
     ax.set_xticks([]), ax.set_yticks([])
-    ax.set_title(f"t-SNE of {len(chosen)} {data} test images: {encoder.description}", fontsize=9)
+    ax.set_title(f"t-SNE of {len(chosen)} {data} test examples: {encoder.description}", fontsize=9)
     return _save(fig, out)
 
 

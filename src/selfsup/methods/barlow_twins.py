@@ -6,14 +6,14 @@ from dataclasses import dataclass
 import torch
 
 from selfsup.losses.barlow_twins import BarlowTwinsLoss
-from selfsup.methods.base import Method, MethodConfig
+from selfsup.methods.base import ImageMethod, ImageMethodConfig
 from selfsup.methods.registry import register
 from selfsup.nn import ProjectionHead
 from selfsup.views import SimCLRViews
 
 
 @dataclass
-class BarlowTwinsConfig(MethodConfig):
+class BarlowTwinsConfig(ImageMethodConfig):
     """Paper defaults: LARS, lr 0.2 x B/256 for weights, wd 1.5e-6, 10 of 1000 epochs warm-up,
     projector 3 linear layers of 8192 (BN + ReLU between), λ 0.0051.
 
@@ -35,7 +35,7 @@ class BarlowTwinsConfig(MethodConfig):
 
 
 @register
-class BarlowTwins(Method):
+class BarlowTwins(ImageMethod):
     """Two views -> backbone -> projector -> cross-correlation of the two batches pushed to identity."""
 
     name = "barlowtwins"

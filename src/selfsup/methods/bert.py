@@ -13,12 +13,13 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
-from selfsup.methods.base import SequenceMethod, SequenceMethodConfig
+from selfsup.errors import SelfsupError
+from selfsup.methods.base import Method, MethodConfig
 from selfsup.methods.registry import register
 
 
 @dataclass
-class BERTConfig(SequenceMethodConfig):
+class BERTConfig(MethodConfig):
     """Paper: hidden 768, 12 layers, 12 heads, intermediate 3072, 512 positions, WordPiece vocabulary 30k, Adam lr 1e-4
     at batch 256, weight decay 0.01, warm-up 10k of 1M steps. The network defaults here are sized for a CPU."""
 
@@ -33,12 +34,15 @@ class BERTConfig(SequenceMethodConfig):
     mask_probability: float = 0.15
     whole_word: bool = False  # select whole words (every piece of a chosen word) instead of single tokens
     short_seq_prob: float = 0.1  # share of pairs built to a random shorter length
+    pooling: str = "mean"  # frozen features and fine-tuning: mean of the text's tokens' final states, or [CLS]'s
+    optimizer: str = "adamw"
     lr: float = 4e-3  # for a batch of 256: 5e-4 at batch 32 (paper: 1e-4 at 256, for 1M steps)
+    weight_decay: float = 0.01  # never applied to biases and norm layers
     warmup_fraction: float = 0.1
 
 
 @register
-class BERT(SequenceMethod):
+class BERT(Method):
     name = "bert"
     paper = "Devlin et al., BERT: Pre-training of Deep Bidirectional Transformers for Language Understanding, NAACL 2019"
     deviations = ("network sized for a CPU (4 layers, hidden 256, vocabulary 8000; --set hidden=768 layers=12 heads=12 "
@@ -106,11 +110,49 @@ class BERT(SequenceMethod):
         return {"loss": mlm + pair, "mlm_loss": mlm, f"{self.task}_loss": pair, "mlm_accuracy": mlm_accuracy,
                 f"{self.task}_accuracy": pair_accuracy}
 
+    def eval_batch(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        """Texts -> the tokenizer's padded input_ids, token_type_ids, attention_mask (B, L), each text as
+        [CLS] text [SEP] cut to the positions the network has."""
+        return dict(self.tokenizer(list(texts), truncation=True, max_length=self.config.max_len, padding=True,
+                                   return_tensors="pt"))
+
     def embed(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Tokenized texts -> (B, H) mean of the final hidden states over the non-padding tokens."""
-        hidden = self.backbone(**batch).last_hidden_state  # (B, L, H)
-        weights = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (B, L, 1)
-        return (hidden * weights).sum(1) / weights.sum(1)
+        """Tokenized texts -> (B, H) pooled final hidden states (`pool`, config.pooling)."""
+        return PooledText(self.backbone, self.config.pooling, self.special_ids())(batch)
+
+    def finetune_encoder(self) -> torch.nn.Module:
+        return PooledText(self.backbone, self.config.pooling, self.special_ids())
+
+    def special_ids(self) -> list[int]:
+        return [self.tokenizer.cls_token_id, self.tokenizer.sep_token_id]
+
+
+POOLINGS = ("mean", "cls")
+
+
+def pool(hidden: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor, pooling: str,
+         special_ids: list[int]) -> torch.Tensor:
+    """hidden (B, L, H) -> (B, H): the [CLS] state (position 0), or the mean over the text's own tokens (attended,
+    not [CLS]/[SEP]: "mean" and "cls" are disjoint views of the input). A text without tokens pools to zeros."""
+    if pooling == "cls":
+        return hidden[:, 0]
+    if pooling != "mean":
+        raise SelfsupError(f"unknown pooling {pooling!r}: pass {' or '.join(POOLINGS)}")
+    keep = attention_mask.bool() & ~torch.isin(input_ids, torch.tensor(special_ids, device=input_ids.device))
+    keep = keep.unsqueeze(-1).to(hidden.dtype)  # (B, L, 1)
+    return (hidden * keep).sum(1) / keep.sum(1).clamp(min=1)
+
+
+class PooledText(torch.nn.Module):
+    """A BertModel/AlbertModel (the same module, not a copy) whose tokenized batch (B, L) gives pooled (B, H)."""
+
+    def __init__(self, encoder: torch.nn.Module, pooling: str, special_ids: list[int]):
+        super().__init__()
+        self.encoder, self.pooling, self.special_ids = encoder, pooling, special_ids
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        hidden = self.encoder(**batch).last_hidden_state  # (B, L, H)
+        return pool(hidden, batch["input_ids"], batch["attention_mask"], self.pooling, self.special_ids)
 
 
 def pretraining_documents(data: str) -> list:
@@ -118,7 +160,7 @@ def pretraining_documents(data: str) -> list:
     tests on books the encoder never read, and `eval mlm` fills in their tokens), "bible-all" every chapter, else a
     folder of .txt files, a .txt or a .jsonl file."""
     from selfsup.text import load_documents
-    from selfsup.text.evaluate import genre_split, verse_documents
+    from selfsup.text import genre_split, verse_documents
 
     if data == "bible":
         return verse_documents(genre_split(seed=0)[0])

@@ -6,14 +6,14 @@ from dataclasses import dataclass
 import torch
 
 from selfsup.losses.negative_cosine import BYOLLoss
-from selfsup.methods.base import Method, MethodConfig
+from selfsup.methods.base import ImageMethod, ImageMethodConfig
 from selfsup.methods.registry import register
 from selfsup.nn import ProjectionHead, cosine_momentum, ema_update, frozen_copy
 from selfsup.views.byol import BYOLViews
 
 
 @dataclass
-class BYOLConfig(MethodConfig):
+class BYOLConfig(ImageMethodConfig):
     """Paper defaults: LARS, lr 0.2 x B/256, wd 1.5e-6 (not on biases and BN), 10 warm-up epochs
     of 1000 (a fraction of 0.01), projector and predictor 4096 -> 256, τ_base 0.996 -> 1."""
 
@@ -30,7 +30,7 @@ class BYOLConfig(MethodConfig):
 
 
 @register
-class BYOL(Method):
+class BYOL(ImageMethod):
     """Online f_θ -> g_θ -> q_θ predicts the EMA target's f_ξ -> g_ξ projection of the other view.
 
     After every optimiser step ξ ← τ·ξ + (1 − τ)·θ, with τ rising from τ_base to 1 by a cosine

@@ -8,13 +8,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from selfsup.errors import SelfsupError
-from selfsup.methods.base import Method, MethodConfig
+from selfsup.methods.base import ImageMethod, ImageMethodConfig
 from selfsup.methods.registry import register
 from selfsup.views.exemplar import ExemplarViews
 
 
 @dataclass
-class ExemplarConfig(MethodConfig):
+class ExemplarConfig(ImageMethodConfig):
     """Every training image is its own surrogate class; N = the number of training images, so the
     run option `limit_samples` chooses how many classes (the paper: ~8000 best, from STL-10 patches).
 
@@ -37,7 +37,7 @@ class ExemplarConfig(MethodConfig):
 
 
 @register
-class Exemplar(Method):
+class Exemplar(ImageMethod):
     """n_views transformed copies of each image -> backbone -> bottleneck -> linear over N classes ->
     softmax cross-entropy; an image's class is its index in the data set."""
 

@@ -8,16 +8,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from selfsup.errors import SelfsupError
-from selfsup.eval.knn import knn_predict
+from selfsup.nn.knn import knn_predict
 from selfsup.losses.nce import NCELoss, estimate_Z
-from selfsup.methods.base import Method, MethodConfig
+from selfsup.methods.base import ImageMethod, ImageMethodConfig
 from selfsup.methods.registry import register
 from selfsup.nn.memory_bank import MemoryBank
 from selfsup.views import SimCLRViews
 
 
 @dataclass
-class InstDiscConfig(MethodConfig):
+class InstDiscConfig(ImageMethodConfig):
     """Paper defaults: SGD lr 0.03 x B/256, momentum 0.9, wd 5e-4, no warm-up; 128-d features,
     τ 0.07 (0.1 on CIFAR), K 4096 noise samples (at most n − 1), bank momentum 0.5.
 
@@ -39,7 +39,7 @@ class InstDiscConfig(MethodConfig):
 
 
 @register
-class InstDisc(Method):
+class InstDisc(ImageMethod):
     """One view -> backbone -> linear -> unit feature f; NCE of f against its own memory-bank row
     and K uniformly drawn rows; the bank row then moves towards f.
 

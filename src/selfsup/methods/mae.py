@@ -6,7 +6,7 @@ import torch
 
 from selfsup.errors import SelfsupError
 from selfsup.losses.reconstruction import masked_mse, normalize_patches
-from selfsup.methods.base import Method, MethodConfig
+from selfsup.methods.base import ImageMethod, ImageMethodConfig
 from selfsup.methods.registry import register
 from selfsup.nn.decoders import MAEDecoder
 from selfsup.nn.vit import encode_visible, patch_grid, patch_size, patchify, unpatchify
@@ -28,7 +28,7 @@ def small_image_patches_avg_pool() -> dict:
 
 
 @dataclass
-class MAEConfig(MethodConfig):
+class MAEConfig(ImageMethodConfig):
     """Paper defaults: 75% of patches masked at random; AdamW lr 1.5e-4 x B/256, wd 0.05, warm-up 40 of
     800 epochs (0.05); per-patch normalised targets; crops 0.2-1 + flip, no colour. The decoder is
     256-d x 4 blocks (paper: 512-d x 8, sized for ViT-L) to match the default ViT-Tiny.
@@ -59,7 +59,7 @@ def check_image_size(vit, image_size: int, name: str) -> None:
 
 
 @register
-class MAE(Method):
+class MAE(ImageMethod):
     """Mask 75% of the patches; the ViT encodes the visible ones only; a light decoder with mask tokens
     predicts the pixels of every patch; the loss is the MSE on the hidden patches."""
 

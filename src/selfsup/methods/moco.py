@@ -9,7 +9,7 @@ from torch import nn
 
 from selfsup.errors import SelfsupError
 from selfsup.losses.infonce import InfoNCELoss
-from selfsup.methods.base import Method, MethodConfig
+from selfsup.methods.base import ImageMethod, ImageMethodConfig
 from selfsup.methods.registry import register
 from selfsup.nn import ema_update, frozen_copy, gather_with_grad, rank, world_size
 from selfsup.nn.queue import KeyQueue
@@ -20,7 +20,7 @@ QUEUE_NOTE = ("queue_size 4096 instead of 65536: the paper's queue is 5% of Imag
 
 
 @dataclass
-class MoCoV1Config(MethodConfig):
+class MoCoV1Config(ImageMethodConfig):
     """Paper defaults: SGD lr 0.03 x B/256, wd 1e-4, momentum 0.9, no warm-up; 128-d keys, τ 0.07,
     key-encoder momentum m 0.999, crops of scale 0.2-1. queue_size 4096 (paper 65536, see `deviations`);
     it must hold at least one global batch. bn_group_size: images per BatchNorm group for Shuffle-BN,
@@ -50,7 +50,7 @@ class MoCoV2Config(MoCoV1Config):
 
 
 @register
-class MoCoV1(Method):
+class MoCoV1(ImageMethod):
     """Query q = f_q(x_q), key k = f_k(x_k) from the EMA key encoder; InfoNCE of q against its key
     and the queue of earlier keys (τ); after each step f_k ← m·f_k + (1−m)·f_q and k is enqueued."""
 

@@ -7,14 +7,14 @@ from torch import nn
 
 from selfsup.errors import SelfsupError
 from selfsup.losses.infonce import InfoNCELoss
-from selfsup.methods.base import Method, MethodConfig
+from selfsup.methods.base import ImageMethod, ImageMethodConfig
 from selfsup.methods.registry import register
 from selfsup.nn import ProjectionHead, cosine_momentum, ema_update, frozen_copy
 from selfsup.views.byol import BYOLViews
 
 
 @dataclass
-class MoCoV3Config(MethodConfig):
+class MoCoV3Config(ImageMethodConfig):
     """ResNet defaults (the authors' 100-epoch ResNet-50 recipe): LARS, lr 0.6 x B/256, wd 1e-6,
     10 of 100 epochs warm-up, τ 1.0, momentum m 0.99 -> 1 (cosine, per step), projector 3 layers
     4096 -> 256 with a last BN without affine, predictor 2 layers 4096 -> 256, BN in all hidden layers.
@@ -38,7 +38,7 @@ class MoCoV3Config(MethodConfig):
 
 
 @register
-class MoCoV3(Method):
+class MoCoV3(ImageMethod):
     """q = predictor(projector(backbone(x))), k = momentum encoder (backbone + projector, EMA) of
     the other view; L = ctr(q1, k2) + ctr(q2, k1) with ctr = 2τ · InfoNCE over the global batch's keys."""
 

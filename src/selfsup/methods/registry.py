@@ -33,6 +33,12 @@ def make_config(name: str, **overrides: Any):
     return config_class(**overrides)
 
 
+def build(name: str, data_meta: dict[str, Any], **overrides: Any):
+    """Method `name` of any modality for data described by `data_meta`, its paper defaults changed by `overrides`."""
+    return method_class(name).build(make_config(name, **overrides), data_meta)
+
+
 def create(name: str, in_chans: int = 3, **overrides: Any):
-    """Build method `name` with its paper defaults, changed by `overrides` (e.g. backbone="resnet50")."""
-    return method_class(name)(make_config(name, **overrides), in_chans=in_chans)
+    """Image method `name` for `in_chans`-channel images, its paper defaults changed by `overrides`
+    (e.g. backbone="resnet50")."""
+    return build(name, {"in_chans": in_chans}, **overrides)

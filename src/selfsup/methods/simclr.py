@@ -7,14 +7,14 @@ import torch
 from torch import nn
 
 from selfsup.losses import NTXentLoss
-from selfsup.methods.base import Method, MethodConfig
+from selfsup.methods.base import ImageMethod, ImageMethodConfig
 from selfsup.methods.registry import register
 from selfsup.nn import ProjectionHead
 from selfsup.views import SimCLRViews
 
 
 @dataclass
-class SimCLRConfig(MethodConfig):
+class SimCLRConfig(ImageMethodConfig):
     """Paper defaults: LARS, lr 0.3 x B/256, wd 1e-6, 10/100 epochs warm-up, 2-layer head to 128-d.
 
     temperature 0.5 is the paper's choice for its 100-epoch runs at batch 256-4096 (table 5
@@ -29,7 +29,7 @@ class SimCLRConfig(MethodConfig):
 
 
 @register
-class SimCLR(Method):
+class SimCLR(ImageMethod):
     """Two views -> backbone f -> head g -> NT-Xent between the two projections of each image."""
 
     name = "simclr"

@@ -11,14 +11,14 @@ from dataclasses import dataclass
 from torch import nn
 
 from selfsup.errors import SelfsupError
-from selfsup.methods.base import MethodConfig
+from selfsup.methods.base import ImageMethodConfig
 from selfsup.methods.registry import register
 from selfsup.methods.simclr import SimCLR
 from selfsup.nn.heads import ProjectionHead
 
 
 @dataclass
-class SimCLRv2Config(MethodConfig):
+class SimCLRv2Config(ImageMethodConfig):
     """Paper defaults: LARS, lr 6.4 at batch 4096 (0.4 per 256 here, scaled linearly), weight decay 1e-4,
     warm-up over 5% of the steps then cosine; NT-Xent with tau 0.1; a 3-layer head whose hidden layers
     are as wide as the backbone's output (2048 for ResNet-50), 128-d out, BN on every layer; SimCLR's

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from selfsup.losses.reconstruction import masked_l1
-from selfsup.methods.base import Method, MethodConfig
+from selfsup.methods.base import ImageMethod, ImageMethodConfig
 from selfsup.methods.mae import VIT_TINY, check_image_size, masked_and_filled, small_image_patches_avg_pool
 from selfsup.methods.registry import register
 from selfsup.nn.vit import encode_with_mask_token, patch_grid, patchify
@@ -16,7 +16,7 @@ from selfsup.views.masking import grid_masking
 
 
 @dataclass
-class SimMIMConfig(MethodConfig):
+class SimMIMConfig(ImageMethodConfig):
     """Paper defaults (ViT-B): 60% masked in squares of 32 px = 2 x 2 patches of 16 px (mask_unit, in
     patches); AdamW lr 8e-4 at batch 2048 (1e-4 x B/256), wd 0.05, warm-up 10 of 800 epochs; crops 0.67-1."""
 
@@ -33,7 +33,7 @@ class SimMIMConfig(MethodConfig):
 
 
 @register
-class SimMIM(Method):
+class SimMIM(ImageMethod):
     """Masked patches' embeddings become a learned mask token; the ViT encodes all tokens; a linear layer
     per token predicts its patch's pixels (= 1x1 conv + pixel shuffle); L1 on the hidden patches."""
 

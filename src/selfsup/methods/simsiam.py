@@ -6,14 +6,14 @@ import torch
 import torch.nn.functional as F
 
 from selfsup.losses.negative_cosine import SimSiamLoss
-from selfsup.methods.base import Method, MethodConfig
+from selfsup.methods.base import ImageMethod, ImageMethodConfig
 from selfsup.methods.registry import register
 from selfsup.nn import ProjectionHead
 from selfsup.views.simclr import SimCLRViews
 
 
 @dataclass
-class SimSiamConfig(MethodConfig):
+class SimSiamConfig(ImageMethodConfig):
     """Paper defaults: SGD, lr 0.05 x B/256, wd 1e-4, momentum 0.9, cosine decay without warm-up;
     projector 3 layers of 2048 with BN on every output (the last without affine); predictor
     2048 -> 512 -> 2048 (BN + ReLU in its hidden layer only); MoCo v2 augmentations: crop
@@ -32,7 +32,7 @@ class SimSiamConfig(MethodConfig):
 
 
 @register
-class SimSiam(Method):
+class SimSiam(ImageMethod):
     """Two views -> encoder f = projector(backbone) -> z; predictor h -> p;
     L = −½[cos(p1, sg z2) + cos(p2, sg z1)]. No negatives, no momentum encoder: the stop-gradient
     on z is what keeps it from collapsing."""

@@ -9,7 +9,7 @@ from torch import nn
 
 from selfsup.errors import SelfsupError
 from selfsup.losses.ntxent import NTXentLoss
-from selfsup.methods.base import Method, MethodConfig
+from selfsup.methods.base import ImageMethod, ImageMethodConfig
 from selfsup.methods.mae import VIT_TINY, check_image_size, small_image_patches, small_image_patches_avg_pool
 from selfsup.methods.registry import register
 from selfsup.nn import ProjectionHead, cosine_momentum, ema_update, frozen_copy
@@ -20,7 +20,7 @@ from selfsup.views.gmml import GMMLCorruption
 
 
 @dataclass
-class SiTConfig(MethodConfig):
+class SiTConfig(ImageMethodConfig):
     """Paper defaults: Adam(W) lr 5e-4 at batch 64 (2e-3 x B/256), wd 0.05; GMML with noise+replace fills,
     corruption ratio 0.5 (replace 0.3), rectangle sides 5-25% of the image side, not aligned to patches;
     reconstruction head 2 x 2048 + transposed conv, L1 on the corrupted pixels (recon_all_pixels: on all);
@@ -63,7 +63,7 @@ class GMMLConfig(SiTConfig):
 
 
 @register
-class SiT(Method):
+class SiT(ImageMethod):
     """Two views; the student ViT sees them GMML-corrupted and (a) restores the clean pixels from its patch
     tokens, (b) matches its class-token projection of each corrupted view with the EMA teacher's projection
     of the other, clean, view (NT-Xent over the 2B views, τ 0.2)."""

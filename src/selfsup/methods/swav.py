@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from selfsup.losses.swav import SwAVLoss
-from selfsup.methods.base import Method, MethodConfig
+from selfsup.methods.base import ImageMethod, ImageMethodConfig
 from selfsup.methods.registry import register
 from selfsup.nn import ProjectionHead, gather_with_grad, rank, world_size
 from selfsup.views.multicrop import MultiCropViews
@@ -19,7 +19,7 @@ N_GLOBAL = 2  # codes are computed from the two global crops only
 
 
 @dataclass
-class SwAVConfig(MethodConfig):
+class SwAVConfig(ImageMethodConfig):
     """Paper defaults: LARS, lr 4.8 at batch 4096 (0.3 x B/256; the authors use 0.6 at batch 256), cosine
     decay (to 0 here, to lr/1000 in the paper), wd 1e-6; head 2048 -> 128; tau 0.1,
     eps 0.05, 3 Sinkhorn iterations; prototypes frozen for the first epoch; 2 global crops, scale
@@ -50,7 +50,7 @@ class SwAVConfig(MethodConfig):
 
 
 @register
-class SwAV(Method):
+class SwAV(ImageMethod):
     """Crops -> backbone -> head -> unit z -> scores z C^T against unit prototypes C -> swapped prediction
     of the global crops' Sinkhorn codes from every other crop."""
 

@@ -12,12 +12,12 @@ from typing import Any, ClassVar
 
 import torch
 
-from selfsup.methods.base import SequenceMethod, SequenceMethodConfig
+from selfsup.methods.base import Method, MethodConfig
 from selfsup.methods.registry import register
 
 
 @dataclass
-class Wav2Vec2PretrainingConfig(SequenceMethodConfig):
+class Wav2Vec2PretrainingConfig(MethodConfig):
     """Paper (BASE): 7-layer CNN (512 channels), 12 layers, hidden 768, 12 heads, FFN 3072; Adam lr 5e-4 with 8%
     warm-up; crops of at most 250k samples (15.6 s). The network defaults here are sized for a CPU."""
 
@@ -42,12 +42,14 @@ class Wav2Vec2PretrainingConfig(SequenceMethodConfig):
     gumbel_end: float = 0.5
     gumbel_decay: float | None = None  # per update; None: reach gumbel_end at the last step (paper: 0.999995)
     max_seconds: float = 2.0  # random crops of at most this long
+    optimizer: str = "adamw"
     lr: float = 8e-3  # for a batch of 256 clips: 5e-4 (the paper's) at batch 16
+    weight_decay: float = 0.01  # never applied to biases and norm layers
     warmup_fraction: float = 0.08
 
 
 @register
-class Wav2Vec2(SequenceMethod):
+class Wav2Vec2(Method):
     name = "wav2vec2"
     paper = "Baevski et al., wav2vec 2.0: A Framework for Self-Supervised Learning of Speech Representations, NeurIPS 2020"
     deviations = ("network sized for a CPU (CNN 128 channels, 4 layers, hidden 256); LayerNorm CNN and pre-LN "
@@ -95,6 +97,10 @@ class Wav2Vec2(SequenceMethod):
         self.model.set_step(step, max_steps)
         self.gumbel_temperature.fill_(self.model.quantizer.temperature)
 
-    def embed(self, waves: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """(B, S) waves, (B,) lengths -> (B, H) the transformer's outputs averaged over the valid steps."""
-        return self.model.embed(waves, lengths)
+    def eval_batch(self, waves: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Waveforms (T,) -> {"waves": (B, S) zero-padded, "lengths": (B,)}."""
+        return self.collate([(w,) for w in waves])
+
+    def embed(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """{"waves": (B, S), "lengths": (B,)} -> (B, H) the transformer's outputs averaged over the valid steps."""
+        return self.model.embed(batch["waves"], batch["lengths"])

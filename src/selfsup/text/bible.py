@@ -9,7 +9,7 @@ from functools import lru_cache
 
 from selfsup.errors import SelfsupError
 
-from .corpus import Document
+from .corpus import Document, read_documents
 
 # The Protestant canon in order, grouped into the eight genres the probe classifies.
 _CANON: dict[str, tuple[str, ...]] = {
@@ -82,3 +82,8 @@ def bible_documents() -> list[Document]:
         if v is not None:
             chapter.append(v)
     return documents
+
+
+def load_documents(data: str) -> list[Document]:
+    """`--data` for text: "bible" (the built-in World English Bible, one document per chapter) or a path."""
+    return bible_documents() if data == "bible" else read_documents(data)

@@ -94,12 +94,3 @@ def read_documents(path: str | Path) -> list[Document]:
     if not documents:
         raise SelfsupError(f"{path} holds no text (only empty files or blank lines): {_WHAT_TO_PASS}")
     return documents
-
-
-def load_documents(data: str) -> list[Document]:
-    """`--data` for text: "bible" (the built-in World English Bible, one document per chapter) or a path."""
-    if data == "bible":
-        from .bible import bible_documents
-
-        return bible_documents()
-    return read_documents(data)

@@ -1,11 +1,10 @@
 """Tokenizers trained on the user's own corpus with HF `tokenizers`, wrapped as a transformers fast tokenizer:
-WordPiece for BERT, a SentencePiece-style unigram model for ALBERT. Saved to and loaded from a folder (the run
-folder), so a run never downloads one."""
+WordPiece for BERT, a SentencePiece-style unigram model for ALBERT. A tokenizer travels as JSON inside the
+checkpoint's data_meta, so a run never downloads one."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Literal
 
 from tokenizers import Tokenizer, normalizers, processors
@@ -60,15 +59,3 @@ def tokenizer_to_json(tokenizer: PreTrainedTokenizerFast) -> str:
 def tokenizer_from_json(text: str) -> PreTrainedTokenizerFast:
     """Undo tokenizer_to_json."""
     return _wrap(Tokenizer.from_str(text))
-
-
-def save_tokenizer(tokenizer: PreTrainedTokenizerFast, folder: str | Path) -> None:
-    """Write tokenizer.json and tokenizer_config.json into `folder` (created if missing)."""
-    tokenizer.save_pretrained(str(folder))
-
-
-def load_tokenizer(folder: str | Path) -> PreTrainedTokenizerFast:
-    """The tokenizer saved by save_tokenizer; never looks online."""
-    if not (Path(folder) / "tokenizer.json").is_file():
-        raise SelfsupError(f"no tokenizer in {folder} (tokenizer.json missing): pass the run folder that trained it")
-    return PreTrainedTokenizerFast.from_pretrained(str(folder), local_files_only=True)

@@ -1,11 +1,13 @@
 """The Lightning module that trains any registered method, and the checkpoint plumbing around it."""
 
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.plugins.layer_sync import LayerSync
 
@@ -178,3 +180,25 @@ class StepCheckpoints(L.Callback):
         if trainer.is_global_zero:
             point_last_at(path)
             prune_step_checkpoints(self.folder, self.keep_last)
+
+
+def make_trainer(out: Path, max_epochs: int | None, max_steps: int | None, precision: str = "32-true",
+                 accelerator: str = "auto", progress: bool = True, tensorboard: bool = False,
+                 **options: Any) -> L.Trainer:
+    """The one Lightning Trainer factory (pretraining, fine-tuning, distillation): logs under OUT/logs (CSV, and
+    TensorBoard when asked; a new version_N folder per (re)start), atomic checkpoint writes, no automatic
+    checkpoints or model summary, Lightning's start-up notes silenced. `options` go to L.Trainer (devices,
+    callbacks, plugins ...); an AtomicCheckpointIO is always among the plugins."""
+    # Lightning's hints about worker counts and sync_dist do not apply to these loops.
+    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    warnings.filterwarnings("ignore", ".*sync_dist=True.*")
+    warnings.filterwarnings("ignore", ".*LeafSpec.*")
+    # Lightning's start-up notes (accelerators found, tips) would bury our one-line summary.
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    logs = Path(out) / "logs"
+    loggers = [CSVLogger(logs, name="csv")] + ([TensorBoardLogger(logs, name="tensorboard")] if tensorboard else [])
+    plugins = [AtomicCheckpointIO(), *options.pop("plugins", [])]
+    return L.Trainer(accelerator=accelerator, precision=precision, max_epochs=max_epochs, max_steps=max_steps or -1,
+                     logger=loggers, plugins=plugins, enable_checkpointing=False, enable_model_summary=False,
+                     enable_progress_bar=progress, log_every_n_steps=min(10, max_steps or 10), default_root_dir=out,
+                     **{"devices": 1, **options})

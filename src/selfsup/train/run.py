@@ -1,7 +1,6 @@
 """`selfsup train`: resolve the configuration, build data + views + method, and fit with Lightning."""
 
 import dataclasses
-import logging
 import os
 import sys
 import time
@@ -12,7 +11,6 @@ from typing import Any
 import lightning as L
 import torch
 import yaml
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset
 
@@ -30,9 +28,9 @@ from selfsup.data import (
     open_unlabeled,
 )
 from selfsup.errors import SelfsupError
-from selfsup.methods import SequenceMethod, create, make_config, method_class
+from selfsup.methods import Method, build, make_config, method_class
 from selfsup.train.config import TrainConfig, check_choices, split_options
-from selfsup.train.module import AtomicCheckpointIO, GlobalBatchNormSync, SelfsupModule, StepCheckpoints
+from selfsup.train.module import GlobalBatchNormSync, SelfsupModule, StepCheckpoints, make_trainer
 from selfsup.train.resume import EpochSampler, KeyedSamples
 from selfsup.train.shard_stream import ShardStream
 from selfsup.views import TransformedImages
@@ -61,7 +59,7 @@ def train(method_name: str, options: dict[str, Any], out: str | None = None, res
     elif (folder / LAST).exists() or step_checkpoints(folder):
         raise SelfsupError(f"'{run_dir}' already holds a run; pass --resume to continue it, or another --out")
     method_options, train_options = split_options(options, cls.config_class)
-    config = TrainConfig(**{**getattr(cls, "run_defaults", {}), **train_options})
+    config = TrainConfig(**{**cls.run_defaults, **train_options})
     check_choices(config)
     if config.on_nan_loss == "skip" and config.devices * config.num_nodes > 1:
         raise SelfsupError("on_nan_loss=skip works on one device only (Lightning cannot skip a step under DDP); "
@@ -69,14 +67,16 @@ def train(method_name: str, options: dict[str, Any], out: str | None = None, res
     L.seed_everything(config.seed, workers=True, verbose=False)
     run_dir.mkdir(parents=True, exist_ok=True)
 
-    if issubclass(cls, SequenceMethod):
-        setup = _sequence_setup(cls, method_options, config, checkpoint)
-    else:
-        setup = _image_setup(method_name, method_options, config, run_dir)
+    # Image methods share the image openers (folders, shards, bad files, batched views); others open their own data.
+    setup = (_image_setup if cls.modality == "image" else _opened_setup)(cls, method_options, config, run_dir,
+                                                                          checkpoint)
     method = setup.method
-    meta = {"method": method_name, "version": __version__, "seed": config.seed, **setup.meta,
-            "train": dataclasses.asdict(config), "method_config": dataclasses.asdict(method.config)}
     trainer = _trainer(config, run_dir, folder, progress)
+    n_samples = len(setup.samples)
+    prepared = [n_samples, n_samples // (config.batch_size * trainer.world_size)]
+    meta = {"method": method_name, "modality": cls.modality, "version": __version__, "seed": config.seed,
+            **setup.meta, "data_meta": method.data_meta, "prepared": prepared,
+            "train": dataclasses.asdict(config), "method_config": dataclasses.asdict(method.config)}
     if trainer.global_rank == 0:  # data_meta (a tokenizer, say) is in every checkpoint; too long to read here
         readable = {k: v for k, v in meta.items() if k != "data_meta"}
         inside(run_dir, "config.yaml").write_text(yaml.safe_dump(readable, sort_keys=False))
@@ -87,17 +87,16 @@ def train(method_name: str, options: dict[str, Any], out: str | None = None, res
     loader = train_loader(samples, config, setup.batched, sampler, setup.collate)
     if isinstance(samples, ShardStream):
         samples.check_readers(trainer.world_size, loader.num_workers)
-    n_samples = len(setup.samples)
-    method.prepare(n_samples, n_samples // (config.batch_size * trainer.world_size))
-    n_params = sum(p.numel() for p in method.backbone.parameters()) / 1e6
+    method.prepare(*prepared)
+    n_params = sum(p.numel() for p in method.encoder().parameters()) / 1e6
     say = print if trainer.global_rank == 0 else (lambda *_: None)  # one summary, not one per process
-    say(f"{method_name} | {setup.network} ({n_params:.1f}M params{setup.input_shape}) | "
+    say(f"{method_name} | {method.network_name()} ({n_params:.1f}M params{setup.input_shape}) | "
         f"{n_samples} {setup.noun} from {config.data}{setup.note} | batch {config.batch_size}"
         f"{f' x {trainer.world_size} devices' if trainer.world_size > 1 else ''} | {resolved_precision(config)} | "
         f"run folder {run_dir}")
     module = SelfsupModule(method, meta, setup.batch_views, config.on_nan_loss, _channels_last(config))
     if config.compile:
-        method.backbone.compile()  # in place: the state_dict keys stay those of the plain backbone
+        method.encoder().compile()  # in place: the state_dict keys stay those of the plain backbone
     start = time.time()
     os.environ[RUN_DIR_ENV] = str(run_dir)
     try:
@@ -124,13 +123,13 @@ class _Setup:
     batched: bool = False  # the loader stacks uint8 images and `batch_views` makes the views on the device
     batch_views: Any = None
     collate: Any = None  # the loader's collate_fn; None: torch's default
-    network: str = ""  # for the one-line summary
     input_shape: str = ""
     noun: str = "images"
     note: str = ""
 
 
-def _image_setup(method_name: str, method_options: dict[str, Any], config: TrainConfig, run_dir: Path) -> _Setup:
+def _image_setup(cls: type[Method], method_options: dict[str, Any], config: TrainConfig, run_dir: Path,
+                 checkpoint: dict[str, Any] | None) -> _Setup:
     images = open_shards(config.data) if is_shard_spec(config.data) else open_unlabeled(config.data)
     channels, native_size = images.channels, images.native_size
     images, skipped_note = _usable_images(_limited(images, config), config, run_dir)
@@ -142,16 +141,16 @@ def _image_setup(method_name: str, method_options: dict[str, Any], config: Train
     if batched and native_size is None:
         raise SelfsupError(f"batched_views needs images of one size, and those in {config.data} vary; "
                            "drop --set batched_views=true")
-    method = create(method_name, in_chans=channels, **method_options)
+    method = build(cls.name, {"in_chans": channels, "image_size": image_size}, **method_options)
     views = method.default_views(image_size, channels)
     return _Setup(method, {"in_chans": channels, "image_size": image_size}, images,
                   views=None if batched else views, batched=batched, batch_views=views if batched else None,
-                  network=method.config.backbone, input_shape=f", {channels}x{image_size}px", note=skipped_note)
+                  input_shape=f", {channels}x{image_size}px", note=skipped_note)
 
 
-def _sequence_setup(cls: type[SequenceMethod], method_options: dict[str, Any], config: TrainConfig,
-                    checkpoint: dict[str, Any] | None) -> _Setup:
-    """A text or audio method opens its data itself; a resumed run reuses the checkpoint's data_meta (its
+def _opened_setup(cls: type[Method], method_options: dict[str, Any], config: TrainConfig, run_dir: Path,
+                  checkpoint: dict[str, Any] | None) -> _Setup:
+    """A method of another modality opens its data itself; a resumed run reuses the checkpoint's data_meta (its
     tokenizer), so the network fits the saved weights."""
     method_config = make_config(cls.name, **method_options)
     saved_meta = checkpoint["selfsup"]["data_meta"] if checkpoint is not None else None
@@ -160,11 +159,10 @@ def _sequence_setup(cls: type[SequenceMethod], method_options: dict[str, Any], c
     if len(examples) < config.batch_size:
         raise SelfsupError(f"{config.data} gives {len(examples)} training examples, fewer than one batch; "
                            f"pass --batch-size {max(2, len(examples) // 2)} or more data")
-    method = cls(method_config, data_meta)
+    method = cls.build(method_config, data_meta)
     skipped = getattr(examples, "skipped", None)  # audio files whose header showed them unusable
-    return _Setup(method, {"modality": cls.modality, "data_meta": data_meta}, examples,
-                  collate=SequenceBatches(method.collate), network=type(method.backbone).__name__,
-                  noun="examples", note=f" ({len(skipped)} unusable files skipped)" if skipped else "")
+    return _Setup(method, {}, examples, collate=SequenceBatches(method.collate), noun="examples",
+                  note=f" ({len(skipped)} unusable files skipped)" if skipped else "")
 
 
 class SequenceBatches:
@@ -289,30 +287,18 @@ def train_loader(dataset: Dataset, config: TrainConfig, batched: bool = False,
 
 def _trainer(config: TrainConfig, run_dir: Path, folder: Path, progress: bool) -> L.Trainer:
     epochs = config.epochs or (None if config.max_steps else DEFAULT_EPOCHS)
-    # Lightning's hints about worker counts and sync_dist do not apply to this loop.
-    warnings.filterwarnings("ignore", ".*does not have many workers.*")
-    warnings.filterwarnings("ignore", ".*sync_dist=True.*")
-    warnings.filterwarnings("ignore", ".*LeafSpec.*")
     # Our EpochSampler resumes mid-epoch from the restored step; Lightning cannot see that and warns.
     warnings.filterwarnings("ignore", ".*your dataloader is not resumable.*")
     warnings.filterwarnings("ignore", ".*`training_step` returned `None`.*")  # on_nan_loss=skip, on purpose
-    # Lightning's start-up notes (accelerators found, tips) would bury our one-line summary.
-    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-    logs = inside(run_dir, "logs")
+    inside(run_dir, "logs")
     # torch's SyncBatchNorm runs on GPUs only; on CPU processes (gloo) selfsup's own does the same.
     global_bn = [GlobalBatchNormSync()] if config.sync_batchnorm and not on_gpu(config) else []
-    return L.Trainer(
-        accelerator=config.accelerator, devices=config.devices, num_nodes=config.num_nodes,
-        precision=resolved_precision(config), sync_batchnorm=config.sync_batchnorm and on_gpu(config),
-        max_epochs=epochs, max_steps=config.max_steps or -1,
-        # a new version_N log folder per (re)start: a resumed run keeps its earlier logs
-        logger=[CSVLogger(logs, name="csv"), TensorBoardLogger(logs, name="tensorboard")],
-        callbacks=[StepCheckpoints(folder, config.checkpoint_every, config.keep_last)],
+    return make_trainer(
+        run_dir, epochs, config.max_steps, resolved_precision(config), config.accelerator, progress, tensorboard=True,
+        devices=config.devices, num_nodes=config.num_nodes, sync_batchnorm=config.sync_batchnorm and on_gpu(config),
+        callbacks=[StepCheckpoints(folder, config.checkpoint_every, config.keep_last)], plugins=global_bn,
         # the sampler shards the data by rank itself (EpochSampler): Lightning must not replace it
-        use_distributed_sampler=False,
-        plugins=[AtomicCheckpointIO(), *global_bn], enable_checkpointing=False, enable_model_summary=False,
-        enable_progress_bar=progress, log_every_n_steps=min(10, config.max_steps or 10), default_root_dir=run_dir,
-    )
+        use_distributed_sampler=False)
 
 
 def on_gpu(config: TrainConfig) -> bool:

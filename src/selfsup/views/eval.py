@@ -14,10 +14,22 @@ def normalization_for(channels: int) -> tuple[tuple[float, ...], tuple[float, ..
     return (0.5,) * channels, (0.5,) * channels
 
 
+def match_channels(image: torch.Tensor, channels: int) -> torch.Tensor:
+    """uint8 (C, H, W) -> (channels, H, W): a grayscale encoder sees an RGB image as its channel mean, an RGB one
+    sees grey repeated."""
+    if image.shape[0] == channels:
+        return image
+    if channels == 1:
+        return image.float().mean(dim=0, keepdim=True).round().to(torch.uint8)
+    return image.expand(channels, -1, -1)
+
+
 class EvalTransform:
-    """uint8 (C, H, W) -> float (C, S, S): resize the shorter side to S, centre crop, normalise."""
+    """uint8 (C, H, W) of any channel count -> float (channels, S, S): match the channels, resize the shorter side
+    to S, centre crop, normalise."""
 
     def __init__(self, image_size: int, channels: int):
+        self.channels = channels
         mean, std = normalization_for(channels)
         self.transform = v2.Compose([
             v2.Resize(image_size, antialias=True),
@@ -27,4 +39,4 @@ class EvalTransform:
         ])
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
-        return self.transform(image)
+        return self.transform(match_channels(image, self.channels))

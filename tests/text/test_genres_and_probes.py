@@ -6,9 +6,15 @@ import pytest
 import torch
 from torch import nn
 
-from selfsup.text import GENRES, Document, bible_verses, build_albert, build_bert, pair_examples
-from selfsup.text.evaluate import (encode, finetune_genre, genre_split, masked_token_accuracy, probe_features,
-                                   probe_genre, split_summary, texts_labels, tfidf_baseline, verse_documents)
+from selfsup.eval import FrozenEncoder, extract_features
+from selfsup.eval.features import Encoder
+from selfsup.eval.finetune import Classifier, FinetuneModule, predict, train_loader
+from selfsup.eval.run import top1
+from selfsup.methods import build
+from selfsup.methods.bert import PooledText
+from selfsup.text import (GENRES, Document, bible_verses, build_albert, build_bert, genre_split, masked_token_accuracy,
+                          pair_examples, texts_labels, tfidf_baseline, tokenizer_to_json, verse_documents)
+from selfsup.train.module import make_trainer
 
 SINGLE_BOOK = {"Acts", "Apocalyptic"}
 
@@ -16,6 +22,34 @@ SINGLE_BOOK = {"Acts", "Apocalyptic"}
 def tiny_bert(tok, seed=0):
     torch.manual_seed(seed)
     return build_bert(len(tok), hidden=32, layers=1, heads=2, intermediate=64, max_len=64)
+
+
+def text_batch(tok, max_len=128):
+    return lambda texts: dict(tok(list(texts), truncation=True, max_length=max_len, padding=True, return_tensors="pt"))
+
+
+def encode(model, tok, texts, pooling="mean", batch_size=128):
+    """Frozen features (N, H) of texts through the one evaluation path: the pooled final states of `model`."""
+    base = getattr(model, "base_model", model)
+    pooled = PooledText(base, pooling, [tok.cls_token_id, tok.sep_token_id])
+    encoder = FrozenEncoder("text", "test", text_batch(tok), pooled, module=base)
+    return extract_features(encoder, [(t, 0) for t in texts], batch_size)[0]
+
+
+def probe_features(train_x, train_y, test_x, test_y, k=20):
+    return {p: top1(p, train_x, train_y, test_x, test_y, k) for p in ("knn", "linear")}
+
+
+def probe_genre(model, tok, train, test, pooling="mean", k=20):
+    return probe_features(encode(model, tok, train[0], pooling), train[1], encode(model, tok, test[0], pooling),
+                          test[1], k)
+
+
+def split_summary(train, test):
+    """Per genre: verses and books on each side."""
+    return {g: {"train_verses": sum(v.genre == g for v in train), "test_verses": sum(v.genre == g for v in test),
+                "train_books": len({v.book for v in train if v.genre == g}),
+                "test_books": len({v.book for v in test if v.genre == g})} for g in GENRES}
 
 
 def words(tok, n):
@@ -203,14 +237,18 @@ def test_probe_genre_encodes_and_classifies(tokenizers):
     assert set(result) == {"knn", "linear"} and all(0 <= a <= 1 for a in result.values())
 
 
-def test_finetune_learns_a_toy_task_and_leaves_the_encoder_alone(tokenizers):
+def test_the_fine_tuning_loop_learns_a_toy_task_on_a_bert(tokenizers, tmp_path):
     tok = tokenizers["wordpiece"]
     texts, labels = toy_task(tok, 60)
-    model = tiny_bert(tok)
-    model.train()
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    accuracy = finetune_genre(model, tok, texts[:80], labels[:80], texts[80:], labels[80:], steps=20, lr=2e-3,
-                              batch_size=16, accelerator="cpu", progress=False)
-    assert accuracy >= 0.95
-    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()) and model.training
-    assert all(p.grad is None for p in model.parameters())
+    torch.manual_seed(0)
+    method = build("bert", {"tokenizer": tokenizer_to_json(tok), "task": "nsp"}, hidden=32, layers=1, heads=2,
+                   intermediate=64, max_len=64, vocab_size=len(tok))
+    encoder = Encoder(method.finetune_encoder(), method.eval_batch, "toy")
+    model = Classifier(encoder, 32, 2)
+    train = [(t, int(y)) for t, y in zip(texts[:80], labels[:80])]
+    test = [(t, int(y)) for t, y in zip(texts[80:], labels[80:])]
+    trainer = make_trainer(tmp_path, None, 20, accelerator="cpu", progress=False)
+    module = FinetuneModule(model, {}, "adamw", 2e-3, 0.01, 0.9, 0.1)
+    trainer.fit(module, train_loader(train, encoder, None, False, 16, 0))
+    predicted = predict(trainer, module, test).cpu()
+    assert float((predicted == labels[80:]).float().mean()) >= 0.95

@@ -1,12 +1,14 @@
-"""Probes on pooled features: accuracies in [0, 1], perfect on separable features, chance on noise; features
-of every clip, in order, through any `embed(waves, lengths)`."""
+"""The one kNN and linear probe on features: accuracies in [0, 1], perfect on separable features, chance on noise;
+audio features of every clip, in order, through any encoder's batch and embed."""
 
 import numpy as np
 import pytest
 import torch
 
-from selfsup.audio import MFCC_DIM, AudioClips, mfcc_dataset_features, pooled_features, probe
+from selfsup.audio import MFCC_DIM, AudioClips, collate_waveforms
 from selfsup.errors import SelfsupError
+from selfsup.eval import FrozenEncoder, extract_features, frozen_encoder
+from selfsup.eval.run import top1
 from tests.audio.conftest import sine, write_audio
 
 
@@ -16,6 +18,16 @@ def clusters(n_per_class: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     labels = torch.arange(3).repeat_interleave(n_per_class)
     features = torch.eye(8)[labels] * 5 + 0.3 * torch.randn(len(labels), 8, generator=g)
     return features, labels
+
+
+def probe(train_x, train_y, test_x, test_y, k=20):
+    return {p: top1(p, train_x, train_y, test_x, test_y, k) for p in ("knn", "linear")}
+
+
+def pooled_features(embed, clips, batch_size=64):
+    """Features through an encoder whose batch is the zero-padded waves and their lengths."""
+    encoder = FrozenEncoder("audio", "test", lambda waves: collate_waveforms(waves), lambda b: embed(*b))
+    return extract_features(encoder, clips, batch_size)
 
 
 def test_separable_features_are_probed_perfectly():
@@ -58,18 +70,16 @@ def test_pooled_features_keep_order_and_see_the_lengths(tones):
     torch.testing.assert_close(features[:, 1], torch.full((6,), 0.125), atol=2e-3, rtol=0)  # sine of 0.5: 0.5²/2
 
 
-def test_unlabeled_clips_get_label_minus_one(tones):
-    unlabeled = tones.subset(range(3), labeled=False)
-    features, labels = pooled_features(lambda w, n: w[:, :10], unlabeled, batch_size=2)
-    assert features.shape == (3, 10) and labels.tolist() == [-1, -1, -1]
-    with pytest.raises(SelfsupError, match="no clips to evaluate"):
-        pooled_features(lambda w, n: w, unlabeled.subset([]))
+def test_an_empty_set_is_refused(tones):
+    with pytest.raises(SelfsupError, match="no examples to evaluate"):
+        pooled_features(lambda w, n: w, tones.subset([]))
 
 
 def test_mfcc_features_of_a_set_are_one_row_per_clip_in_order(tones):
-    features, labels = mfcc_dataset_features(tones)
+    mfcc = frozen_encoder("mfcc")
+    features, labels = extract_features(mfcc, tones)
     assert features.shape == (6, MFCC_DIM) and labels.tolist() == [0, 1, 0, 1, 0, 1]
     assert len({tuple(f.tolist()) for f in features}) == 6
-    in_workers = mfcc_dataset_features(tones, num_workers=2)
+    in_workers = extract_features(mfcc, tones, num_workers=2)
     torch.testing.assert_close(in_workers[0], features)
     assert in_workers[1].tolist() == labels.tolist()
