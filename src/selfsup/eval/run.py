@@ -5,7 +5,9 @@ Labelled data per modality: images (built-in sets, DIR/train|test/CLASS or DIR/C
 verse's genre, split by book), audio (`spoken-words`, `tuxpaint-languages`, or a folder of class folders).
 """
 
+import hashlib
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ from selfsup.eval.linear import linear_probe
 DEFAULT_DATA = {"image": "fashion-mnist", "text": "bible-genres", "audio": "spoken-words"}
 DEFAULT_K = {"image": 200, "text": 20, "audio": 20}
 AUDIO_EVAL_SECONDS = 2.0  # audio features (and MFCCs) describe the first 2 s of a clip, the training crop's length
-IMAGE_ONLY = ("backbone", "small_stem", "backbone_kwargs", "image_size")
+CACHE_BYTES = 64 * 2**20  # features up to this size are kept beside the result, for the other probe to reuse
 
 
 def open_labeled_split(modality: str, data: str, seed: int = 0, test_fraction: float | None = None,
@@ -76,8 +78,17 @@ def evaluate(protocol: str, checkpoint: str, data: str | None = None, k: int | N
         encoder = frozen_encoder(checkpoint, random_init, {"pooling": pooling} if pooling else None, channels,
                                  native, **{key: v for key, v in image_options.items() if v is not None})
         batch_size = batch_size or (256 if modality == "image" else 64)
-        train_x, train_y = extract_features(encoder, train_set, batch_size, num_workers, desc="train features")
-        test_x, test_y = extract_features(encoder, test_set, batch_size, num_workers, desc="test features")
+        path = Path(out) if out else _default_out(protocol, checkpoint, data, random_init, image_options.get("backbone"))
+        cache = _features_file(path.parent, checkpoint, data, seed, random_init, pooling, test_fraction, limit,
+                               image_options)
+        if cache.exists():  # knn after linear (or a rerun): the same encoder's features of the same split
+            train_x, train_y, test_x, test_y = torch.load(cache, weights_only=True)
+        else:
+            train_x, train_y = extract_features(encoder, train_set, batch_size, num_workers, desc="train features")
+            test_x, test_y = extract_features(encoder, test_set, batch_size, num_workers, desc="test features")
+            if (train_x.numel() + test_x.numel()) * 4 <= CACHE_BYTES:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                torch.save((train_x, train_y, test_x, test_y), cache)
         k = min(k, len(train_x))  # the k actually used, also in the printed line
         scores = {"top1": top1(protocol, train_x, train_y, test_x, test_y, k, temperature),
                   "encoder": encoder.description,
@@ -110,7 +121,8 @@ def check_options(protocol: str, checkpoint: str, modality: str, random_init: bo
     if protocol not in ("knn", "linear", "mlm"):
         raise SelfsupError(f"unknown evaluation '{protocol}'; use knn, linear or mlm")
     if protocol == "mlm" and modality != "text":
-        raise SelfsupError("mlm evaluates text models: pass a bert or albert checkpoint")
+        raise SelfsupError(f"mlm does not apply to {modality} encoders: mlm evaluates text models, pass a bert or "
+                           "albert checkpoint")
     if checkpoint == "tfidf" and protocol != "linear":
         raise SelfsupError("the tfidf baseline is a linear classifier: use `selfsup eval linear --checkpoint tfidf`")
     if random_init and checkpoint in ("random", "pixels", "tfidf", "mfcc"):
@@ -151,6 +163,15 @@ def write_result(result: dict[str, Any], path: Path) -> dict[str, Any]:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2))
     return {**result, "json": str(path)}
+
+
+def _features_file(folder: Path, checkpoint: str, data: str, *settings: Any) -> Path:
+    """FOLDER/features-HASH.pt for this encoder (the checkpoint file as it is now) on this split."""
+    stamp = [os.path.realpath(checkpoint), os.stat(checkpoint).st_mtime_ns] if os.path.isfile(checkpoint) \
+        else checkpoint
+    key = json.dumps([stamp, os.path.realpath(data) if os.path.exists(data) else data, *settings,
+                      AUDIO_EVAL_SECONDS], sort_keys=True, default=str)
+    return folder / f"features-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
 
 
 def data_tag(data: str) -> str:

@@ -6,7 +6,6 @@ from selfsup.losses.nce import NCELoss
 from selfsup.losses.negative_cosine import BYOLLoss, SimSiamLoss
 from selfsup.losses.ntxent import NTXentLoss
 from selfsup.losses.swav import SwAVLoss, sinkhorn
-from selfsup.losses.wav2vec2 import Wav2Vec2Loss
 
 __all__ = ["BYOLLoss", "BarlowTwinsLoss", "InfoNCELoss", "NCELoss", "NTXentLoss", "SimSiamLoss", "SwAVLoss",
-           "Wav2Vec2Loss", "sinkhorn"]
+           "sinkhorn"]

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 
 def contrastive_loss(c: torch.Tensor, q: torch.Tensor, mask: torch.Tensor, distractors: torch.Tensor,
@@ -48,17 +47,3 @@ def diversity_loss(probs: torch.Tensor) -> torch.Tensor:
     """probs (N, G, V) softmax of the quantiser's logits (no Gumbel noise) -> scalar (G V - perplexity) / (G V)."""
     GV = probs.shape[1] * probs.shape[2]
     return (GV - perplexity(probs)) / GV
-
-
-class Wav2Vec2Loss(nn.Module):
-    """contrastive + weight * diversity: inputs as contrastive_loss, then probs (N, G, V) as diversity_loss.
-    The feature penalty belongs to the network (it needs the raw CNN features) and is added there."""
-
-    def __init__(self, temperature: float = 0.1, diversity_weight: float = 0.1):
-        super().__init__()
-        self.temperature, self.diversity_weight = temperature, diversity_weight
-
-    def forward(self, c: torch.Tensor, q: torch.Tensor, mask: torch.Tensor, distractors: torch.Tensor,
-                probs: torch.Tensor) -> torch.Tensor:
-        L_m = contrastive_loss(c, q, mask, distractors, self.temperature)
-        return L_m + self.diversity_weight * diversity_loss(probs)

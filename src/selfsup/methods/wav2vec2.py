@@ -7,6 +7,8 @@ This file adds the data (audio/ clips, random crops), the batch (zero-padded wav
 temperature schedule, kept as a buffer so a resumed run continues it.
 """
 
+import dataclasses
+import inspect
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -66,11 +68,10 @@ class Wav2Vec2(Method):
         super().__init__(config, data_meta)
         from selfsup.audio.wav2vec2 import Wav2Vec2Pretraining
 
-        self.model = Wav2Vec2Pretraining(
-            config.hidden, config.layers, config.heads, config.intermediate, config.conv_dim, config.codebooks,
-            config.codewords, config.codevector_dim, config.final_dim, config.dropout, config.layerdrop,
-            config.mask_prob, config.mask_span, config.distractors, config.temperature, config.diversity_weight,
-            config.feature_penalty_weight, config.gumbel_start, config.gumbel_end, config.gumbel_decay)
+        # the network's options by name, from this config (whose defaults are the ones in force)
+        network = inspect.signature(Wav2Vec2Pretraining).parameters
+        self.model = Wav2Vec2Pretraining(**{f.name: getattr(config, f.name) for f in dataclasses.fields(config)
+                                            if f.name in network})
         self.backbone = self.model.wav2vec2  # Wav2Vec2Model: what evaluation and export use
         self.register_buffer("gumbel_temperature", torch.tensor(config.gumbel_start))  # saved: resume continues it
 
