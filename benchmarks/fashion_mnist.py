@@ -43,13 +43,13 @@ PER_METHOD: dict[str, dict] = {
     "barlowtwins": {"proj_hidden_dim": 512, "proj_dim": 512, "crop_min_scale": 0.4},
     "instdisc": {"temperature": 0.5, "crop_min_scale": 0.4},  # τ 0.07 with Z fixed at step 1 diverges (test_instdisc)
     "exemplar": {"limit_samples": 8000},  # the paper's best number of surrogate classes
-    "mocov1": {"temperature": 0.2, "queue_size": 2048, "key_momentum": 0.99, "crop_min_scale": 0.4,
+    "mocov1": {"temperature": 0.2, "queue_size": 2048, "ema_rate": 0.99, "crop_min_scale": 0.4,
                "warmup_fraction": 0.1},
-    "mocov2": {"queue_size": 2048, "key_momentum": 0.99, "proj_hidden_dim": 512, "crop_min_scale": 0.4,
+    "mocov2": {"queue_size": 2048, "ema_rate": 0.99, "proj_hidden_dim": 512, "crop_min_scale": 0.4,
                "jitter_strength": 0.5, "warmup_fraction": 0.1},
     "mocov3": {"temperature": 0.2, "proj_hidden_dim": 512, "pred_hidden_dim": 512, "proj_dim": 128,
-               "base_momentum": 0.9, "crop_min_scale": 0.4},
-    "byol": {"proj_hidden_dim": 512, "proj_dim": 128, "pred_hidden_dim": 512, "base_momentum": 0.9,
+               "ema_base": 0.9, "crop_min_scale": 0.4},
+    "byol": {"proj_hidden_dim": 512, "proj_dim": 128, "pred_hidden_dim": 512, "ema_base": 0.9,
              "crop_min_scale": 0.4},
     "simsiam": {"proj_hidden_dim": 512, "proj_dim": 512, "pred_hidden_dim": 128, "crop_min_scale": 0.4,
                 "warmup_fraction": 0.1},

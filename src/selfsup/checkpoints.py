@@ -170,12 +170,12 @@ def modality_of(meta: dict[str, Any]) -> str:
 def load_method(path: str | Path, weights: bool = True) -> tuple[nn.Module, dict[str, Any]]:
     """(the whole method of a pretraining checkpoint in eval mode, its `selfsup` metadata). weights=False: the
     same network (and, for text, the same tokenizer) at random init, the twin every figure needs."""
-    from selfsup.methods import make_config, method_class
+    from selfsup.methods import RENAMED, make_config, method_class
 
     checkpoint = _pretraining_checkpoint(path)
     meta = checkpoint["selfsup"]
-    method = method_class(meta["method"]).build(make_config(meta["method"], **meta["method_config"]),
-                                                data_meta_of(meta))
+    options = {RENAMED.get(k, k): v for k, v in meta["method_config"].items()}  # written before a rename
+    method = method_class(meta["method"]).build(make_config(meta["method"], **options), data_meta_of(meta))
     if "prepared" in meta:  # memory banks and surrogate classes sized as in training
         method.prepare(*meta["prepared"])
     if weights:

@@ -30,7 +30,7 @@ def test_registry_lists_byol_with_paper_defaults():
     assert METHODS["byol"] is BYOL and BYOL.deviations
     c = make_config("byol")
     assert (c.optimizer, c.lr, c.weight_decay, c.momentum, c.warmup_fraction) == ("lars", 0.2, 1.5e-6, 0.9, 0.01)
-    assert (c.proj_hidden_dim, c.proj_dim, c.pred_hidden_dim, c.base_momentum) == (4096, 256, 4096, 0.996)
+    assert (c.proj_hidden_dim, c.proj_dim, c.pred_hidden_dim, c.ema_base) == (4096, 256, 4096, 0.996)
 
 
 def test_online_heads_have_the_paper_shape_and_the_target_is_a_frozen_copy():
@@ -66,7 +66,7 @@ def test_training_step_regresses_the_target_of_the_other_view_and_only_trains_th
 
 def test_after_step_moves_the_target_by_the_scheduled_momentum():
     torch.manual_seed(1)
-    method = create("byol", in_chans=1, base_momentum=0.9, **SMALL)
+    method = create("byol", in_chans=1, ema_base=0.9, **SMALL)
     with torch.no_grad():
         for p in [*method.backbone.parameters(), *method.projector.parameters()]:
             p.add_(torch.randn_like(p))
@@ -142,6 +142,6 @@ def test_byol_beats_random_init_on_fashion_mnist(tmp_path):
     # BYOL starts slowly: after 150 steps kNN is still below random init (-0.016 with these settings), after 300
     # it is +0.045. τ_base 0.9 -> 1 because the target must move within a few hundred steps (0.996 is for 1000 epochs).
     random_init, pretrained = knn_before_and_after("byol", tmp_path, proj_hidden_dim=512, proj_dim=128,
-                                                   pred_hidden_dim=512, base_momentum=0.9, crop_min_scale=0.4,
+                                                   pred_hidden_dim=512, ema_base=0.9, crop_min_scale=0.4,
                                                    max_steps=300)
     assert pretrained > random_init + 0.03

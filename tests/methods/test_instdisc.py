@@ -26,7 +26,7 @@ def test_registry_has_the_paper_defaults():
     assert "instdisc" in METHODS
     config = make_config("instdisc")
     assert (config.optimizer, config.lr, config.momentum, config.weight_decay) == ("sgd", 0.03, 0.9, 5e-4)
-    assert (config.feature_dim, config.temperature, config.nce_k, config.bank_momentum) == (128, 0.07, 4096, 0.5)
+    assert (config.feature_dim, config.temperature, config.nce_k, config.ema_bank) == (128, 0.07, 4096, 0.5)
     views = create("instdisc", in_chans=1, backbone="resnet10t").default_views(28, 1)
     assert isinstance(views, SimCLRViews) and views.n_views == 1
 

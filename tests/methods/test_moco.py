@@ -27,8 +27,8 @@ def test_registry_lists_both_with_paper_defaults():
     assert {"mocov1", "mocov2"} <= set(METHODS)
     v1, v2 = make_config("mocov1"), make_config("mocov2")
     assert (v1.optimizer, v1.lr, v1.weight_decay, v1.momentum, v1.warmup_fraction) == ("sgd", 0.03, 1e-4, 0.9, 0.0)
-    assert (v1.temperature, v1.key_momentum, v1.proj_dim, v1.queue_size) == (0.07, 0.999, 128, 4096)
-    assert (v2.temperature, v2.proj_hidden_dim, v2.key_momentum, v2.lr) == (0.2, 2048, 0.999, 0.03)
+    assert (v1.temperature, v1.ema_rate, v1.proj_dim, v1.queue_size) == (0.07, 0.999, 128, 4096)
+    assert (v2.temperature, v2.proj_hidden_dim, v2.ema_rate, v2.lr) == (0.2, 2048, 0.999, 0.03)
     assert "65536" in METHODS["mocov1"].deviations and "65536" in METHODS["mocov2"].deviations
 
 
@@ -70,7 +70,7 @@ def test_training_step_is_infonce_against_the_queue_and_only_the_query_encoder_l
 
 def test_after_step_is_the_ema_of_the_key_encoder_and_enqueues_the_keys():
     torch.manual_seed(0)
-    method = create("mocov2", in_chans=1, key_momentum=0.9, proj_hidden_dim=12, **SMALL)
+    method = create("mocov2", in_chans=1, ema_rate=0.9, proj_hidden_dim=12, **SMALL)
     method.training_step([torch.randn(4, 1, 16, 16), torch.randn(4, 1, 16, 16)])
     new_keys = method._new_keys.clone()
     with torch.no_grad():  # stands in for an optimiser step
@@ -187,7 +187,7 @@ def test_mocov2_beats_random_init_on_fashion_mnist(tmp_path):
     # SimCLR's short-run settings (τ 0.2, crops 0.4-1, jitter 0.5, warm-up 0.1, CPU-sized head) plus a queue of
     # 8 batches and m 0.99, so the keys follow the queries within a 150-step run. Without the warm-up and with
     # jitter 1.0: +0.0195; with m 0.9: -0.001.
-    random_init, pretrained = knn_before_and_after("mocov2", tmp_path, queue_size=1024, key_momentum=0.99,
+    random_init, pretrained = knn_before_and_after("mocov2", tmp_path, queue_size=1024, ema_rate=0.99,
                                                    temperature=0.2, proj_hidden_dim=256, crop_min_scale=0.4,
                                                    jitter_strength=0.5, warmup_fraction=0.1, max_steps=300)
     # 150 steps gave +0.0195 until 2026-11 and 0.6445 (below random init) with the packages pip resolved on
@@ -198,6 +198,6 @@ def test_mocov2_beats_random_init_on_fashion_mnist(tmp_path):
 @pytest.mark.slow
 def test_mocov1_beats_random_init_on_fashion_mnist(tmp_path):
     # v1's linear head and always-on jitter 0.4; the rest as the v2 test (τ 0.2 instead of v1's 0.07).
-    random_init, pretrained = knn_before_and_after("mocov1", tmp_path, queue_size=1024, key_momentum=0.99,
+    random_init, pretrained = knn_before_and_after("mocov1", tmp_path, queue_size=1024, ema_rate=0.99,
                                                    temperature=0.2, crop_min_scale=0.4, warmup_fraction=0.1)
     assert pretrained > random_init + 0.02

@@ -37,7 +37,7 @@ def test_registry_lists_mocov3_with_resnet_defaults():
     assert "mocov3" in METHODS and "ICCV 2021" in METHODS["mocov3"].paper
     config = make_config("mocov3")
     assert (config.optimizer, config.lr, config.weight_decay, config.warmup_fraction) == ("lars", 0.6, 1e-6, 0.1)
-    assert (config.temperature, config.base_momentum, config.crop_min_scale) == (1.0, 0.99, 0.08)
+    assert (config.temperature, config.ema_base, config.crop_min_scale) == (1.0, 0.99, 0.08)
     assert (config.proj_hidden_dim, config.proj_dim, config.proj_layers, config.pred_hidden_dim) == (4096, 256, 3, 4096)
     assert "1.5e-4" in MoCoV3.config_class.__doc__ and "0.2" in MoCoV3.config_class.__doc__  # ViT recipe
 
@@ -70,7 +70,7 @@ def test_loss_is_the_symmetric_scaled_contrast_and_keys_get_no_gradient():
 
 def test_after_step_moves_the_momentum_encoder_with_the_cosine_schedule():
     torch.manual_seed(0)
-    method = create("mocov3", in_chans=1, base_momentum=0.9, **SMALL)
+    method = create("mocov3", in_chans=1, ema_base=0.9, **SMALL)
     with torch.no_grad():  # stands in for an optimiser step
         for p in [*method.backbone.parameters(), *method.projector.parameters()]:
             p.add_(torch.randn_like(p))
@@ -163,5 +163,5 @@ def test_mocov3_resnet_beats_random_init_on_fashion_mnist(tmp_path):
     # random init 0.655); CPU-sized heads; τ 0.2 as for ViTs; milder crops as in the SimCLR test.
     random_init, pretrained = knn_before_and_after("mocov3", tmp_path, temperature=0.2, proj_hidden_dim=512,
                                                    pred_hidden_dim=512, proj_dim=128, crop_min_scale=0.4,
-                                                   base_momentum=0.9)
+                                                   ema_base=0.9)
     assert pretrained > random_init + 0.02

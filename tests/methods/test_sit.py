@@ -19,7 +19,7 @@ CLI = ["--batch-size", "16", "--num-workers", "0", "--no-progress", "--set", "re
 
 def test_registry_has_the_paper_defaults():
     sit, gmml = make_config("sit"), make_config("gmml")
-    assert (sit.recon_weight, sit.contrastive_weight, sit.temperature, sit.base_momentum) == (5.0, 1.0, 0.2, 0.996)
+    assert (sit.recon_weight, sit.contrastive_weight, sit.temperature, sit.ema_base) == (5.0, 1.0, 0.2, 0.996)
     assert (sit.corrupt_ratio, sit.replace_ratio, sit.side_min, sit.side_max, sit.fills) == (0.5, 0.3, 0.05, 0.25,
                                                                                             "noise+replace")
     assert (sit.recon_hidden_dim, sit.proj_hidden_dim, sit.proj_dim, sit.weight_decay) == (2048, 4096, 256, 0.05)

@@ -13,7 +13,6 @@ import logging
 import math
 import os
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +22,8 @@ from scipy.signal import resample_poly
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import Dataset
 
+from selfsup.data.folder import scan_images, walk_images
+from selfsup.data.open import class_folders, existing_folder, held_out_folder
 from selfsup.data.split import check_fraction, stratified_split
 from selfsup.errors import SelfsupError
 
@@ -50,17 +51,9 @@ class BadAudioError(SelfsupError):
 
 
 def index_audio(root: str) -> list[str]:
-    """Paths of every audio file under `root` at any depth, sorted; hidden files and folders skipped."""
-    found = []
-    for folder, subfolders, files in os.walk(root, onerror=_unreadable):  # symlinked folders are not followed
-        subfolders[:] = [d for d in subfolders if not d.startswith(".")]
-        found += [os.path.join(folder, f) for f in files
-                  if not f.startswith(".") and os.path.splitext(f)[1].lower() in AUDIO_EXTENSIONS]
-    return sorted(found)
-
-
-def _unreadable(error: OSError) -> None:
-    raise SelfsupError(f"cannot read folder '{error.filename}': {error.strerror}; check that it exists and is readable")
+    """Paths of every audio file under `root` at any depth, sorted; hidden files and folders skipped (data/'s walk:
+    a symlink loop is walked once)."""
+    return walk_images(root, frozenset(AUDIO_EXTENSIONS))[0]
 
 
 def audio_problem(path: str, sample_rate: int = SAMPLE_RATE) -> str | None:
@@ -73,12 +66,9 @@ def audio_problem(path: str, sample_rate: int = SAMPLE_RATE) -> str | None:
 
 
 def scan_audio(paths: Sequence[str], threads: int = 8) -> tuple[list[str], list[tuple[str, str]]]:
-    """(usable paths, [(path, reason)] of the others), reading only each file's header (threaded: the time is
-    spent waiting on the disk). A file whose samples turn out broken is found later, when decoded."""
-    with ThreadPoolExecutor(threads) as pool:
-        problems = list(pool.map(audio_problem, [str(p) for p in paths]))
-    return ([str(p) for p, why in zip(paths, problems) if why is None],
-            [(str(p), why) for p, why in zip(paths, problems) if why is not None])
+    """(usable paths, [(path, reason)] of the others), reading only each file's header (data/'s threaded scan with
+    `audio_problem`). A file whose samples turn out broken is found later, when decoded."""
+    return scan_images(paths, threads, audio_problem)
 
 
 def decode_audio(path: str, sample_rate: int = SAMPLE_RATE, max_samples: int | None = None,
@@ -247,7 +237,7 @@ def open_audio(data: str | os.PathLike, max_seconds: float | None = MAX_SECONDS,
     if data in BUILTIN_AUDIO:
         train = open_labeled_audio(data, 0, max_seconds=max_seconds, on_bad=on_bad)[0]
         return train.subset(np.arange(len(train)), labeled=False, crop="random")
-    root = _existing_folder(data)
+    root = existing_folder(data, BUILTIN_AUDIO, "audio files")
     paths = index_audio(root)
     if not paths:
         raise SelfsupError(f"'{data}' contains {_NO_AUDIO}: pass a folder of audio files or a built-in name "
@@ -285,10 +275,9 @@ def open_labeled_audio(data: str | os.PathLike, seed: int = 0, test_fraction: fl
     if data == "tuxpaint":
         raise SelfsupError("tuxpaint is unlabeled: to evaluate, pass tuxpaint-languages, spoken-words or a labeled "
                            "folder")
-    root = _existing_folder(data)
-    subfolders = _subfolders(root)
-    held_out = next((d for d in ("test", "val") if d in subfolders), None)
-    if "train" in subfolders and held_out is not None:
+    root = existing_folder(data, BUILTIN_AUDIO, "audio files")
+    held_out = held_out_folder(root)
+    if held_out is not None:
         train = _class_files(os.path.join(root, "train"), on_bad)
         test = _class_files(os.path.join(root, held_out), on_bad)
         classes = sorted(set(train) | set(test))
@@ -337,36 +326,10 @@ def _usable(paths: list[str], on_bad: str, where: str) -> tuple[list[str], list[
     return good, bad
 
 
-def _existing_folder(data: str) -> str:
-    path = os.path.expanduser(data)
-    if not os.path.exists(path):
-        raise SelfsupError(f"'{data}' does not exist: pass a built-in name ({'|'.join(BUILTIN_AUDIO)}) or an existing "
-                           "folder of audio files")
-    if not os.path.isdir(path):
-        raise SelfsupError(f"'{data}' is a file, not a folder: pass the folder that holds the audio files, or a "
-                           "built-in name")
-    return path
-
-
-def _subfolders(folder: str) -> list[str]:
-    with os.scandir(folder) as entries:
-        return sorted(e.name for e in entries if not e.name.startswith(".") and e.is_dir())
-
-
 def _class_files(folder: str, on_bad: str) -> dict[str, tuple[list[str], list[tuple[str, str]]]]:
     """Class name -> (usable audio paths, skipped (path, reason)) of each non-hidden subfolder of `folder`."""
-    classes = _subfolders(folder)
-    if not classes:
-        raise SelfsupError(f"'{folder}' has no class subfolders: arrange labeled audio as DIR/<class>/... "
-                           "or DIR/train/<class>/... with DIR/test/<class>/...")
-    files = {}
-    for c in classes:
-        paths = index_audio(os.path.join(folder, c))
-        if not paths:
-            raise SelfsupError(f"class folder '{os.path.join(folder, c)}' holds {_NO_AUDIO}: add files or remove "
-                               "the folder")
-        files[c] = _usable(paths, on_bad, os.path.join(folder, c))
-    return files
+    return {c: _usable(paths, on_bad, os.path.join(folder, c))
+            for c, paths in class_folders(folder, index_audio, "audio files").items()}
 
 
 def _labeled_clips(files: dict[str, tuple[list[str], list[tuple[str, str]]]], classes: list[str], name: str,

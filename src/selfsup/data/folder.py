@@ -6,7 +6,7 @@ import io
 import logging
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO
@@ -48,8 +48,10 @@ def index_images(root: str) -> list[str]:
     return walk_images(root)[0]
 
 
-def walk_images(root: str) -> tuple[list[str], list[tuple[str, int]]]:
-    """(index_images(root), [(folder, mtime_ns)] of every folder walked, each stat'ed before it was read)."""
+def walk_images(root: str, extensions: frozenset[str] = _EXTENSIONS) -> tuple[list[str], list[tuple[str, int]]]:
+    """(paths of the files under `root` whose extension is in `extensions` (images by default), sorted,
+    [(folder, mtime_ns)] of every folder walked, each stat'ed before it was read). Hidden entries are skipped, a
+    folder reached twice (a symlink loop) is walked once."""
     found: list[str] = []
     root_stat = _stat(root)
     stack, folders = [(root, root_stat)], []
@@ -70,7 +72,7 @@ def walk_images(root: str) -> tuple[list[str], list[tuple[str, int]]]:
                     if (sub.st_dev, sub.st_ino) not in seen:
                         seen.add((sub.st_dev, sub.st_ino))
                         stack.append((entry.path, sub))
-                elif os.path.splitext(entry.name)[1].lower() in _EXTENSIONS and entry.is_file():
+                elif os.path.splitext(entry.name)[1].lower() in extensions and entry.is_file():
                     found.append(entry.path)
     found.sort()
     return found, folders
@@ -127,11 +129,13 @@ def header_problem(path: str) -> str | None:
         return " ".join(str(e).split()) or type(e).__name__
 
 
-def scan_images(paths: Sequence[str], threads: int = 8) -> tuple[list[str], list[tuple[str, str]]]:
-    """(usable paths, [(path, reason)] of the others), reading only each file's header (threaded:
-    the time is spent waiting on the disk). Truncated pixel data is found later, when decoded."""
+def scan_images(paths: Sequence[str], threads: int = 8,
+                problem: Callable[[str], str | None] = header_problem) -> tuple[list[str], list[tuple[str, str]]]:
+    """(usable paths, [(path, reason)] of the others), reading only each file's header with `problem` (images'
+    by default; audio passes its own), threaded: the time is spent waiting on the disk. Truncated pixel data is
+    found later, when decoded."""
     with ThreadPoolExecutor(threads) as pool:
-        problems = list(pool.map(header_problem, [str(p) for p in paths]))
+        problems = list(pool.map(problem, [str(p) for p in paths]))
     good = [str(p) for p, why in zip(paths, problems) if why is None]
     return good, [(str(p), why) for p, why in zip(paths, problems) if why is not None]
 

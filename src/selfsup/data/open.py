@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -26,7 +27,7 @@ def open_unlabeled(spec: str | os.PathLike) -> ImageSet:
     builtin = _parse_builtin(spec)
     if builtin is not None:
         return load_builtin(builtin[0], "train", builtin[1])
-    root = _existing_folder(spec)
+    root = existing_folder(spec)
     paths = cached_index(root)
     if not paths:
         tars = any(name.endswith(".tar") for name in os.listdir(root))
@@ -50,7 +51,7 @@ def open_labeled(spec: str | os.PathLike, test_fraction: float = 0.2, seed: int 
         if name == "digits":  # no official split
             return digits_set("train", test_fraction, seed), digits_set("test", test_fraction, seed)
         return load_builtin(name, "train", root), load_builtin(name, "test", root)
-    return _labeled_folder(_existing_folder(spec), test_fraction, seed)
+    return _labeled_folder(existing_folder(spec), test_fraction, seed)
 
 
 def _parse_builtin(spec: str) -> tuple[str, str | None] | None:
@@ -70,20 +71,44 @@ def _parse_builtin(spec: str) -> tuple[str, str | None] | None:
     return name, folder
 
 
-def _existing_folder(spec: str) -> str:
+def existing_folder(spec: str, builtin: Sequence[str] = BUILTIN, noun: str = "images") -> str:
+    """`spec` as a folder path, or a SelfsupError naming the built-in sets to pass instead."""
     path = os.path.expanduser(spec)
     if not os.path.exists(path):
-        raise SelfsupError(f"'{spec}' does not exist: pass a built-in name ({'|'.join(BUILTIN)}) or an existing folder")
+        raise SelfsupError(f"'{spec}' does not exist: pass a built-in name ({'|'.join(builtin)}) or an existing "
+                           f"folder of {noun}")
     if not os.path.isdir(path):
-        raise SelfsupError(f"'{spec}' is a file, not a folder: pass the folder that holds the images, or a built-in name")
+        raise SelfsupError(f"'{spec}' is a file, not a folder: pass the folder that holds the {noun}, or a built-in "
+                           "name")
     return path
+
+
+def held_out_folder(root: str) -> str | None:
+    """'test' or 'val' when `root` is laid out as train/ + test/ (or val/), else None."""
+    subfolders = _subfolders(root)
+    return next((d for d in ("test", "val") if d in subfolders), None) if "train" in subfolders else None
+
+
+def class_folders(folder: str, index: Callable[[str], list[str]] = index_images,
+                  noun: str = "images") -> dict[str, list[str]]:
+    """Class name -> `index(class folder)` (image paths at any depth by default) of each non-hidden subfolder."""
+    classes = _subfolders(folder)
+    if not classes:
+        raise SelfsupError(f"'{folder}' has no class subfolders: arrange labeled {noun} as DIR/<class>/... "
+                           "or DIR/train/<class>/... with DIR/test/<class>/...")
+    files = {c: index(os.path.join(folder, c)) for c in classes}
+    for c, paths in files.items():
+        if not paths:
+            raise SelfsupError(f"class folder '{os.path.join(folder, c)}' holds no {noun}: add some or remove the "
+                               "folder")
+    return files
 
 
 def _labeled_folder(root: str, test_fraction: float, seed: int) -> tuple[FolderImageSet, FolderImageSet]:
     subfolders = _subfolders(root)
-    held_out = next((d for d in ("test", "val") if d in subfolders), None)
-    if "train" in subfolders and held_out is not None:
-        train, test = _class_files(os.path.join(root, "train")), _class_files(os.path.join(root, held_out))
+    held_out = held_out_folder(root)
+    if held_out is not None:
+        train, test = class_folders(os.path.join(root, "train")), class_folders(os.path.join(root, held_out))
         classes = sorted(set(train) | set(test))
         return (
             _folder_set(train, classes, os.path.join(root, "train")),
@@ -94,7 +119,7 @@ def _labeled_folder(root: str, test_fraction: float, seed: int) -> tuple[FolderI
             f"'{root}' has a train/ folder but no test/ or val/: add {os.path.join(root, 'test')}/<class>/..., "
             f"or pass {os.path.join(root, 'train')} to split it with test_fraction"
         )
-    files = _class_files(root)
+    files = class_folders(root)
     everything = _folder_set(files, sorted(files), root)
     train, test = stratified_split(everything.labels.numpy(), test_fraction, seed, everything.classes)
     return (
@@ -106,21 +131,6 @@ def _labeled_folder(root: str, test_fraction: float, seed: int) -> tuple[FolderI
 def _subfolders(folder: str) -> list[str]:
     with os.scandir(folder) as entries:
         return sorted(e.name for e in entries if not e.name.startswith(".") and e.is_dir())
-
-
-def _class_files(folder: str) -> dict[str, list[str]]:
-    """Class name -> image paths (any depth) of each non-hidden subfolder of `folder`."""
-    classes = _subfolders(folder)
-    if not classes:
-        raise SelfsupError(
-            f"'{folder}' has no class subfolders: arrange labeled images as DIR/<class>/... "
-            "or DIR/train/<class>/... with DIR/test/<class>/..."
-        )
-    files = {c: index_images(os.path.join(folder, c)) for c in classes}
-    for c, paths in files.items():
-        if not paths:
-            raise SelfsupError(f"class folder '{os.path.join(folder, c)}' holds {_NO_IMAGES}: add images or remove the folder")
-    return files
 
 
 def _folder_set(files: dict[str, list[str]], classes: list[str], name: str) -> FolderImageSet:

@@ -32,8 +32,8 @@ from selfsup.methods import build
 from selfsup.nn import create_backbone
 from selfsup.train.module import make_trainer
 from selfsup.train.optim import create_optimizer, warmup_cosine
-from selfsup.views import TransformedImages, match_channels
-from selfsup.views.crop_flip import crop_flip
+from selfsup.views import TransformedImages
+from selfsup.views.crop_flip import CropFlip
 
 CLASSIFIER_FILE = "classifier.ckpt"
 
@@ -117,25 +117,6 @@ def label_subset(labels: torch.Tensor, fraction: float, seed: int) -> torch.Tens
         rng = np.random.default_rng([seed & (2**64 - 1), int(c)])  # one generator per (seed, class)
         chosen.append(rng.permutation(np.flatnonzero(labels == c))[:per_class])
     return torch.from_numpy(np.sort(np.concatenate(chosen)))
-
-
-class CropFlip:
-    """Light augmentation for fine-tuning and distillation: random resized crop (scale min_scale..1)
-    + horizontal flip + normalisation; uint8 (C, H, W) -> float (channels, S, S) per image
-    (torchvision), or `.batch` on a uint8 (B, C, H, W) batch (kornia, per-sample parameters)."""
-
-    def __init__(self, image_size: int, channels: int, min_scale: float = 0.5):
-        self.channels = channels
-        self.transform, self.batch_transform = crop_flip(image_size, channels, min_scale)
-
-    def __call__(self, image: torch.Tensor) -> torch.Tensor:
-        return self.transform(match_channels(image, self.channels))
-
-    def batch(self, images: torch.Tensor) -> torch.Tensor:
-        x = images.float() / 255  # (B, C, H, W)
-        if x.shape[1] != self.channels:  # as _match_channels: grey mean, or grey repeated
-            x = x.mean(dim=1, keepdim=True) if self.channels == 1 else x.expand(-1, self.channels, -1, -1)
-        return self.batch_transform(x)
 
 
 class FinetuneModule(L.LightningModule):

@@ -25,7 +25,7 @@ class BYOLConfig(ImageMethodConfig):
     proj_hidden_dim: int = 4096
     proj_dim: int = 256
     pred_hidden_dim: int = 4096
-    base_momentum: float = 0.996  # τ_base of the target network's EMA
+    ema_base: float = 0.996  # τ_base of the target network's EMA
     crop_min_scale: float = 0.08
 
 
@@ -49,7 +49,7 @@ class BYOL(ImageMethod):
         self.predictor = ProjectionHead(config.proj_dim, config.pred_hidden_dim, config.proj_dim)  # q_θ
         self.target_backbone = frozen_copy(self.backbone)  # f_ξ
         self.target_projector = frozen_copy(self.projector)  # g_ξ
-        self.register_buffer("tau", torch.tensor(config.base_momentum))  # current EMA momentum, logged
+        self.register_buffer("tau", torch.tensor(config.ema_base))  # current EMA momentum, logged
         self.criterion = BYOLLoss()
 
     def default_views(self, image_size: int, channels: int) -> BYOLViews:
@@ -70,7 +70,7 @@ class BYOL(ImageMethod):
         return {"loss": loss, "tau": self.tau}
 
     def after_step(self, step: int, max_steps: int) -> None:
-        tau = cosine_momentum(self.config.base_momentum, step, max_steps)
+        tau = cosine_momentum(self.config.ema_base, step, max_steps)
         ema_update(self.target_backbone, self.backbone, tau)
         ema_update(self.target_projector, self.projector, tau)
         self.tau.fill_(tau)

@@ -33,7 +33,7 @@ class InstDiscConfig(ImageMethodConfig):
     feature_dim: int = 128
     temperature: float = 0.07
     nce_k: int = 4096
-    bank_momentum: float = 0.5
+    ema_bank: float = 0.5
     crop_min_scale: float = 0.2
     jitter_strength: float = 0.5  # brightness/contrast/saturation 0.4, hue 0.1
 
@@ -93,7 +93,7 @@ class InstDisc(ImageMethod):
 
     def after_step(self, step: int, max_steps: int) -> None:
         if self._pending is not None:  # v_i ← normalize(0.5·v_i + 0.5·f_i) for this step's images
-            self.memory.update(*self._pending, momentum=self.config.bank_momentum)
+            self.memory.update(*self._pending, momentum=self.config.ema_bank)
             self._pending = None
 
 

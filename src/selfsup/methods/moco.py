@@ -34,7 +34,7 @@ class MoCoV1Config(ImageMethodConfig):
     temperature: float = 0.07
     proj_dim: int = 128
     queue_size: int = 4096
-    key_momentum: float = 0.999
+    ema_rate: float = 0.999
     bn_group_size: int = 32
     crop_min_scale: float = 0.2
 
@@ -92,8 +92,8 @@ class MoCoV1(ImageMethod):
         return {"loss": loss}
 
     def after_step(self, step: int, max_steps: int) -> None:
-        ema_update(self.key_encoder[0], self.backbone, self.config.key_momentum)  # θ_k ← m·θ_k + (1−m)·θ_q
-        ema_update(self.key_encoder[1], self.head, self.config.key_momentum)
+        ema_update(self.key_encoder[0], self.backbone, self.config.ema_rate)  # θ_k ← m·θ_k + (1−m)·θ_q
+        ema_update(self.key_encoder[1], self.head, self.config.ema_rate)
         if self._new_keys is not None:
             self.queue.enqueue(self._new_keys)  # gathers every device's keys first
             self._new_keys = None

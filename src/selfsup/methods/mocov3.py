@@ -32,7 +32,7 @@ class MoCoV3Config(ImageMethodConfig):
     proj_dim: int = 256
     proj_layers: int = 3
     pred_hidden_dim: int = 4096
-    base_momentum: float = 0.99
+    ema_base: float = 0.99
     freeze_patch_embed: bool | None = None
     crop_min_scale: float = 0.08
 
@@ -82,6 +82,6 @@ class MoCoV3(ImageMethod):
         return {"loss": self.ctr(q1, k2) + self.ctr(q2, k1)}
 
     def after_step(self, step: int, max_steps: int) -> None:
-        m = cosine_momentum(self.config.base_momentum, step, max_steps)  # 0.99 -> 1
+        m = cosine_momentum(self.config.ema_base, step, max_steps)  # 0.99 -> 1
         ema_update(self.momentum_encoder[0], self.backbone, m)  # ξ ← m·ξ + (1−m)·θ
         ema_update(self.momentum_encoder[1], self.projector, m)

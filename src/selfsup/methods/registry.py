@@ -23,11 +23,18 @@ def method_class(name: str) -> type:
     return METHODS[name]
 
 
+# Options renamed so that `momentum` is only the optimiser's: EMA rates are ema_*. Checkpoints written before read on.
+RENAMED = {"base_momentum": "ema_base", "key_momentum": "ema_rate", "bank_momentum": "ema_bank"}
+
+
 def make_config(name: str, **overrides: Any):
     """The method's config dataclass with the paper's defaults, then `overrides` applied."""
     config_class = method_class(name).config_class
     known = {f.name for f in dataclasses.fields(config_class)}
     unknown = sorted(set(overrides) - known)
+    renamed = [f"{old} is now {RENAMED[old]}" for old in unknown if RENAMED.get(old) in known]
+    if renamed:
+        raise SelfsupError(f"{name}: option {'; '.join(renamed)} (EMA rates are ema_*; momentum is the optimiser's)")
     if unknown:
         raise SelfsupError(f"{name} has no option {', '.join(unknown)}; its options are: {', '.join(sorted(known))}")
     return config_class(**overrides)

@@ -39,7 +39,7 @@ class SiTConfig(ImageMethodConfig):
     recon_weight: float = 5.0
     contrastive_weight: float = 1.0
     temperature: float = 0.2
-    base_momentum: float = 0.996
+    ema_base: float = 0.996
     recon_hidden_dim: int = 2048
     recon_all_pixels: bool = False
     proj_hidden_dim: int = 4096
@@ -133,7 +133,7 @@ class SiT(ImageMethod):
 
     def after_step(self, step: int, max_steps: int) -> None:
         if self.config.contrastive_weight > 0:
-            m = cosine_momentum(self.config.base_momentum, step, max_steps)
+            m = cosine_momentum(self.config.ema_base, step, max_steps)
             ema_update(self.teacher[0], self.backbone, m)
             ema_update(self.teacher[1], self.projector, m)
 

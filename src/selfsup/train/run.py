@@ -28,7 +28,7 @@ from selfsup.data import (
     open_unlabeled,
 )
 from selfsup.errors import SelfsupError
-from selfsup.methods import Method, build, make_config, method_class
+from selfsup.methods import RENAMED, Method, build, make_config, method_class
 from selfsup.train.config import TrainConfig, check_choices, split_options
 from selfsup.train.module import GlobalBatchNormSync, SelfsupModule, StepCheckpoints, make_trainer
 from selfsup.train.resume import EpochSampler, KeyedSamples
@@ -55,7 +55,8 @@ def train(method_name: str, options: dict[str, Any], out: str | None = None, res
     folder = inside(run_dir, "checkpoints")
     checkpoint_path, checkpoint = _resume_point(folder, method_name) if resume else (None, None)
     if checkpoint is not None:
-        options = {**checkpoint["selfsup"]["train"], **checkpoint["selfsup"]["method_config"], **options}
+        saved = {RENAMED.get(k, k): v for k, v in checkpoint["selfsup"]["method_config"].items()}
+        options = {**checkpoint["selfsup"]["train"], **saved, **options}
     elif (folder / LAST).exists() or step_checkpoints(folder):
         raise SelfsupError(f"'{run_dir}' already holds a run; pass --resume to continue it, or another --out")
     method_options, train_options = split_options(options, cls.config_class)
