@@ -5,6 +5,7 @@ import sys
 from typing import Any
 
 from selfsup.errors import SelfsupError
+from selfsup.ranges import check_ranges
 
 # train flags that map one-to-one onto config options (dest -> option name)
 TRAIN_FLAGS = {
@@ -37,6 +38,7 @@ TRAIN_FLAGS = {
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        check_ranges(vars(args))  # every numeric flag of every command, before anything is read or built
         return args.run(args) or 0
     except SelfsupError as e:
         print(f"selfsup: error: {_one_line(e)}", file=sys.stderr)

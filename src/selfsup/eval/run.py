@@ -16,8 +16,8 @@ import torch
 
 from selfsup.errors import SelfsupError
 from selfsup.eval.features import checkpoint_modality, extract_features, frozen_encoder
-from selfsup.nn.knn import knn_predict
 from selfsup.eval.linear import linear_probe
+from selfsup.nn.knn import knn_predict
 
 DEFAULT_DATA = {"image": "fashion-mnist", "text": "bible-genres", "audio": "spoken-words"}
 DEFAULT_K = {"image": 200, "text": 20, "audio": 20}

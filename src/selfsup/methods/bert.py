@@ -159,8 +159,7 @@ def pretraining_documents(data: str) -> list:
     """`--data` for BERT/ALBERT: "bible" is the train side of the genre split (`selfsup eval ... --data bible-genres`
     tests on books the encoder never read, and `eval mlm` fills in their tokens), "bible-all" every chapter, else a
     folder of .txt files, a .txt or a .jsonl file."""
-    from selfsup.text import load_documents
-    from selfsup.text import genre_split, verse_documents
+    from selfsup.text import genre_split, load_documents, verse_documents
 
     if data == "bible":
         return verse_documents(genre_split(seed=0)[0])

@@ -8,10 +8,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from selfsup.errors import SelfsupError
-from selfsup.nn.knn import knn_predict
 from selfsup.losses.nce import NCELoss, estimate_Z
 from selfsup.methods.base import ImageMethod, ImageMethodConfig
 from selfsup.methods.registry import register
+from selfsup.nn.knn import knn_predict
 from selfsup.nn.memory_bank import MemoryBank
 from selfsup.views import SimCLRViews
 

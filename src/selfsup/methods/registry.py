@@ -5,6 +5,7 @@ import difflib
 from typing import Any
 
 from selfsup.errors import SelfsupError
+from selfsup.ranges import check_ranges
 
 METHODS: dict[str, type] = {}
 
@@ -35,6 +36,7 @@ def make_config(name: str, **overrides: Any):
     renamed = [f"{old} is now {RENAMED[old]}" for old in unknown if RENAMED.get(old) in known]
     if renamed:
         raise SelfsupError(f"{name}: option {'; '.join(renamed)} (EMA rates are ema_*; momentum is the optimiser's)")
+    check_ranges(overrides)
     if unknown:
         raise SelfsupError(f"{name} has no option {', '.join(unknown)}; its options are: {', '.join(sorted(known))}")
     return config_class(**overrides)

@@ -8,6 +8,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 
+
 def tfidf_baseline(train_texts: Sequence[str], train_labels: torch.Tensor | np.ndarray, test_texts: Sequence[str],
                    test_labels: torch.Tensor | np.ndarray, C: float = 10.0) -> float:
     """Top-1 of logistic regression on TF-IDF of word unigrams and bigrams (sublinear tf, lowercased, seen in 2+

@@ -29,6 +29,7 @@ from selfsup.data import (
 )
 from selfsup.errors import SelfsupError
 from selfsup.methods import RENAMED, Method, build, make_config, method_class
+from selfsup.ranges import check_ranges
 from selfsup.train.config import TrainConfig, check_choices, split_options
 from selfsup.train.module import GlobalBatchNormSync, SelfsupModule, StepCheckpoints, make_trainer
 from selfsup.train.resume import EpochSampler, KeyedSamples
@@ -60,8 +61,12 @@ def train(method_name: str, options: dict[str, Any], out: str | None = None, res
     elif (folder / LAST).exists() or step_checkpoints(folder):
         raise SelfsupError(f"'{run_dir}' already holds a run; pass --resume to continue it, or another --out")
     method_options, train_options = split_options(options, cls.config_class)
+    check_ranges(options)  # every number, the method's and the run's, before anything is built
     config = TrainConfig(**{**cls.run_defaults, **train_options})
     check_choices(config)
+    if config.batch_size < 2:
+        raise SelfsupError("batch_size must be at least 2: contrastive losses need another example in the batch "
+                           "and BatchNorm cannot normalise one; pass --batch-size 2 or more")
     if config.on_nan_loss == "skip" and config.devices * config.num_nodes > 1:
         raise SelfsupError("on_nan_loss=skip works on one device only (Lightning cannot skip a step under DDP); "
                            "drop it, or train on one device")
