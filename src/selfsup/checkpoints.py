@@ -201,8 +201,13 @@ def export_encoder(checkpoint_path: str | Path, out: str | Path) -> Path:
     encoder, out = method.encoder(), Path(out)
     if isinstance(encoder, PreTrainedModel):
         return _export_pretrained(encoder, method, meta, out)
+    if out.suffix != ".safetensors" or out.is_dir():
+        instead = out / "backbone.safetensors" if out.is_dir() else out.with_suffix(".safetensors")
+        raise SelfsupError(f"{meta['method']} exports its backbone to one .safetensors file (its .json sidecar goes "
+                           f"beside it), not to '{out}': pass --out {instead}")
     out.parent.mkdir(parents=True, exist_ok=True)
     safetensors.torch.save_file({k: v.contiguous() for k, v in encoder.state_dict().items()}, str(out))
+    _readable_like_new_files(out)
     config = meta["method_config"]
     library, _, arch = config["backbone"].rpartition(":")
     data_meta = data_meta_of(meta)
@@ -223,6 +228,13 @@ def export_encoder(checkpoint_path: str | Path, out: str | Path) -> Path:
     sidecar_path = out.with_suffix(".json")
     sidecar_path.write_text(json.dumps(sidecar, indent=2))
     return sidecar_path
+
+
+def _readable_like_new_files(path: Path) -> None:
+    """safetensors writes 0600; give the weights the permissions every other new file gets (0666 less the umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
 
 
 def load_exported(path: str | Path) -> nn.Module:

@@ -67,12 +67,19 @@ def walk_images(root: str, extensions: frozenset[str] = _EXTENSIONS) -> tuple[li
             for entry in entries:
                 if entry.name.startswith("."):
                     continue
-                if entry.is_dir():
-                    sub = _stat(entry.path)
+                wanted = os.path.splitext(entry.name)[1].lower() in extensions
+                try:
+                    is_dir = entry.is_dir()
+                    sub = os.stat(entry.path) if is_dir else None
+                except OSError:  # a symlink to itself or a loop: a file to list as unusable, not a crash
+                    if wanted:
+                        found.append(entry.path)
+                    continue
+                if is_dir:
                     if (sub.st_dev, sub.st_ino) not in seen:
                         seen.add((sub.st_dev, sub.st_ino))
                         stack.append((entry.path, sub))
-                elif os.path.splitext(entry.name)[1].lower() in extensions and entry.is_file():
+                elif wanted and (entry.is_file() or entry.is_symlink()):
                     found.append(entry.path)
     found.sort()
     return found, folders

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -29,6 +30,13 @@ def open_unlabeled(spec: str | os.PathLike) -> ImageSet:
         return load_builtin(builtin[0], "train", builtin[1])
     root = existing_folder(spec)
     paths = cached_index(root)
+    held_out = held_out_folder(root)
+    if held_out is not None:  # a labelled folder's root: its test images must stay unseen for `eval --data DIR`
+        kept = os.path.join(root, held_out) + os.sep
+        paths = [p for p in paths if not p.startswith(kept)]
+        print(f"selfsup: warning: '{spec}' is laid out as train/ + {held_out}/; pretraining leaves out the "
+              f"{held_out}/ images, which `selfsup eval --data {spec}` scores on (pass {os.path.join(spec, held_out)} "
+              "itself to pretrain on them)", file=sys.stderr)
     if not paths:
         tars = any(name.endswith(".tar") for name in os.listdir(root))
         hint = f"; for the tar shards in it pass shards:{spec}" if tars else ""

@@ -27,7 +27,7 @@ from selfsup import __version__
 from selfsup.checkpoints import load_method, read_checkpoint
 from selfsup.errors import SelfsupError
 from selfsup.eval.features import Encoder, checkpoint_modality, image_encoder, labelled_loader
-from selfsup.eval.run import DEFAULT_DATA, check_options, data_tag, open_labeled_split, write_result
+from selfsup.eval.run import DEFAULT_DATA, check_classes, check_options, data_tag, open_labeled_split, write_result
 from selfsup.methods import build
 from selfsup.nn import create_backbone
 from selfsup.train.module import make_trainer
@@ -225,6 +225,7 @@ def finetune(checkpoint: str, data: str | None = None, label_fraction: float | N
     label_fraction = recipe["label_fraction"] if label_fraction is None else label_fraction
     data = data or DEFAULT_DATA.get(modality, "")
     train_set, test_set = open_labeled_split(modality, data, seed, test_fraction, limit)
+    check_classes(train_set, data)
     encoder, spec = pretrained_encoder(checkpoint, getattr(train_set, "channels", 3),
                                        getattr(train_set, "native_size", None),
                                        **{k: v for k, v in image_options.items() if v is not None})

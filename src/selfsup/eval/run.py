@@ -69,6 +69,7 @@ def evaluate(protocol: str, checkpoint: str, data: str | None = None, k: int | N
         raise SelfsupError(f"--k must be at least 1, got {k}")
     torch.manual_seed(seed)  # before building the network: a random-init twin is seeded
     train_set, test_set = open_labeled_split(modality, data, seed, test_fraction, limit)
+    check_classes(train_set, data)
     if checkpoint == "tfidf":
         scores = {"top1": _tfidf(protocol, train_set, test_set), "encoder": "TF-IDF + logistic regression"}
     elif protocol == "mlm":
@@ -136,6 +137,14 @@ def check_options(protocol: str, checkpoint: str, modality: str, random_init: bo
     if pooling is not None and (modality != "text" or checkpoint == "tfidf"):
         raise SelfsupError("--pooling chooses how a text encoder's token states become one feature; "
                            f"drop it for {checkpoint if checkpoint == 'tfidf' else f'{modality} encoders'}")
+
+
+def check_classes(train_set: Any, data: str) -> None:
+    """A classifier needs two classes among the training labels."""
+    labels = getattr(train_set, "labels", None)
+    if labels is not None and len(torch.unique(torch.as_tensor(labels))) < 2:
+        raise SelfsupError(f"the training side of {data} holds a single class; a classifier needs at least two: "
+                           "add class folders")
 
 
 def _tfidf(protocol: str, train_set: Any, test_set: Any) -> float:

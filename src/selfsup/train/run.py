@@ -57,6 +57,7 @@ def train(method_name: str, options: dict[str, Any], out: str | None = None, res
     checkpoint_path, checkpoint = _resume_point(folder, method_name) if resume else (None, None)
     if checkpoint is not None:
         saved = {RENAMED.get(k, k): v for k, v in checkpoint["selfsup"]["method_config"].items()}
+        _check_resumable(options, {**checkpoint["selfsup"]["train"], **saved})
         options = {**checkpoint["selfsup"]["train"], **saved, **options}
     elif (folder / LAST).exists() or step_checkpoints(folder):
         raise SelfsupError(f"'{run_dir}' already holds a run; pass --resume to continue it, or another --out")
@@ -113,7 +114,8 @@ def train(method_name: str, options: dict[str, Any], out: str | None = None, res
     finally:
         os.environ.pop(RUN_DIR_ENV, None)
     skipped = f"; skipped steps with a NaN/inf loss: {module.skipped_steps}" if module.skipped_steps else ""
-    say(f"trained {trainer.global_step} steps in {time.time() - start:.0f}s; checkpoint: {folder / LAST}"
+    saved = f"checkpoint: {folder / LAST}" if (folder / LAST).exists() else "no checkpoint was written"
+    say(f"trained {trainer.global_step} steps in {time.time() - start:.0f}s; {saved}"
         f"{_late_bad_images(run_dir)}{skipped}")
     return run_dir
 
@@ -139,9 +141,7 @@ def _image_setup(cls: type[Method], method_options: dict[str, Any], config: Trai
     images = open_shards(config.data) if is_shard_spec(config.data) else open_unlabeled(config.data)
     channels, native_size = images.channels, images.native_size
     images, skipped_note = _usable_images(_limited(images, config), config, run_dir)
-    if len(images) < config.batch_size:
-        raise SelfsupError(f"{config.data} has {len(images)} usable images, fewer than one batch{skipped_note}; "
-                           f"pass --batch-size {max(2, len(images) // 2)} or more data")
+    _check_one_batch(len(images), "usable images", config, skipped_note)
     image_size = config.image_size or native_size or FOLDER_IMAGE_SIZE
     batched = config.batched_views if config.batched_views is not None else native_size is not None
     if batched and native_size is None:
@@ -162,13 +162,23 @@ def _opened_setup(cls: type[Method], method_options: dict[str, Any], config: Tra
     saved_meta = checkpoint["selfsup"]["data_meta"] if checkpoint is not None else None
     examples, data_meta = cls.open_data(method_config, config.data, config.seed, saved_meta)
     examples = _limited(examples, config)
-    if len(examples) < config.batch_size:
-        raise SelfsupError(f"{config.data} gives {len(examples)} training examples, fewer than one batch; "
-                           f"pass --batch-size {max(2, len(examples) // 2)} or more data")
+    _check_one_batch(len(examples), "training examples", config)
     method = cls.build(method_config, data_meta)
     skipped = getattr(examples, "skipped", None)  # audio files whose header showed them unusable
     return _Setup(method, {}, examples, collate=SequenceBatches(method.collate), noun="examples",
                   note=f" ({len(skipped)} unusable files skipped)" if skipped else "")
+
+
+def _check_one_batch(n: int, noun: str, config: TrainConfig, note: str = "") -> None:
+    """Every device needs a whole batch each step (the last partial one is dropped): refuse less data than that."""
+    processes = config.devices * config.num_nodes
+    if n >= config.batch_size * processes:
+        return
+    per_device = f" ({config.batch_size} per device x {processes} devices)" if processes > 1 else ""
+    fits = max(2, n // (2 * processes))
+    raise SelfsupError(f"{config.data} has {n} {noun}, fewer than one batch of {config.batch_size * processes}"
+                       f"{per_device}{note}; pass --batch-size {fits} or less{' or fewer --devices' * (processes > 1)}"
+                       ", or more data")
 
 
 class SequenceBatches:
@@ -186,6 +196,20 @@ class TrainingInterrupted(SelfsupError):
     """The run was asked to stop (SIGTERM) and saved a checkpoint first."""
 
     exit_code = 143  # 128 + SIGTERM, what schedulers expect of a process they stopped
+
+
+# What a resumed run may change: how long it goes on and how it saves and shows itself. Anything else (the batch,
+# devices, data, the method's options ...) changes the arithmetic the checkpoint's state was made with.
+RESUMABLE_CHANGES = ("max_steps", "epochs", "checkpoint_every", "keep_last", "num_workers", "on_nan_loss")
+
+
+def _check_resumable(options: dict[str, Any], saved: dict[str, Any]) -> None:
+    changed = sorted(k for k, v in options.items() if k not in RESUMABLE_CHANGES and saved.get(k, v) != v)
+    if changed:
+        key = changed[0]
+        raise SelfsupError(f"cannot resume with {key} {options[key]!r}: the run was made with {saved[key]!r}, and the "
+                           f"checkpoint's state (learning rate, data position) depends on it; a resume may change only "
+                           f"{', '.join(RESUMABLE_CHANGES)} (start a new run with --out to change {key})")
 
 
 def _run_dir(method_name: str, out: str | None, resume: bool) -> Path:
