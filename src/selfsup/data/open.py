@@ -138,7 +138,14 @@ def _labeled_folder(root: str, test_fraction: float, seed: int) -> tuple[FolderI
 
 def _subfolders(folder: str) -> list[str]:
     with os.scandir(folder) as entries:
-        return sorted(e.name for e in entries if not e.name.startswith(".") and e.is_dir())
+        return sorted(e.name for e in entries if not e.name.startswith(".") and _is_dir(e))
+
+
+def _is_dir(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:  # a symlink loop is no folder (the walk lists it if it is named like a file to read)
+        return False
 
 
 def _folder_set(files: dict[str, list[str]], classes: list[str], name: str) -> FolderImageSet:
