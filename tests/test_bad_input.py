@@ -147,3 +147,4 @@ def test_a_single_class_training_side_is_one_line(trained, tmp_path, capsys):
     code, _, err = run(capsys, "eval", "linear", "--checkpoint", trained / "checkpoints" / "last.ckpt",
                        "--data", tmp_path / "one")
     assert code == 1 and "holds a single class; a classifier needs at least two" in err
+

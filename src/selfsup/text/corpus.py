@@ -19,7 +19,10 @@ from pathlib import Path
 from selfsup.errors import SelfsupError
 
 _BLANK_LINES = re.compile(r"\n\s*\n")
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|(?<=[.!?][\"'”’)\]])\s+")
+# Latin-script ends (. ! ?, maybe closed by a quote or bracket) before white space; the ends of scripts written
+# without spaces between sentences split where they stand: CJK 。！？｡, Devanagari danda । ॥, Arabic/Urdu ؟ ۔,
+# Ethiopic ።, Armenian ։, Myanmar ။, Greek ; (question mark).
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|(?<=[.!?][\"'”’)\]])\s+|(?<=[。！？｡।॥؟۔።։။;])\s*")
 _WHAT_TO_PASS = "pass a folder of .txt files, one .txt file, a .jsonl file with a \"text\" field per line, or bible"
 
 

@@ -40,6 +40,15 @@ def tokenize_documents(documents: Sequence[Document], tokenizer: PreTrainedToken
     return docs
 
 
+def _windows(doc: TokenDoc, size: int) -> TokenDoc:
+    """A segment longer than a whole pair (a 200,000-character line) cut into consecutive windows of `size` tokens,
+    half a pair, so that its text becomes examples instead of being dropped or cut away."""
+    if all(len(segment) <= 2 * size for segment in doc):
+        return doc
+    return [segment[i:i + size] for segment in doc
+            for i in range(0, len(segment), size if len(segment) > 2 * size else len(segment))]
+
+
 def truncate_pair(a: list[int], b: list[int], max_tokens: int, rng: random.Random) -> tuple[list[int], list[int]]:
     """Cut the longer of a, b one token at a time (front or back at random) until |a| + |b| <= max_tokens."""
     la, lb = len(a), len(b)
@@ -109,7 +118,7 @@ def build_pairs(docs: Sequence[TokenDoc], task: Task, cls_id: int, sep_id: int, 
         raise SelfsupError(f"unknown sentence-pair task {task!r}: pass nsp (BERT) or sop (ALBERT)")
     if max_len < 5:
         raise SelfsupError(f"max_len {max_len} leaves no room for two segments: pass 5 or more")
-    docs = [doc for doc in docs if doc]
+    docs = [_windows(doc, max(1, (max_len - 3) // 2)) for doc in docs if doc]
     if task == "nsp" and len(docs) < 2:
         raise SelfsupError("next-sentence prediction needs at least two documents (its negatives come from another)")
     rng = random.Random(seed)
