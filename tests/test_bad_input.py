@@ -4,6 +4,8 @@ pass, before anything is built, or handled and said; never a traceback, never a 
 import json
 import os
 import stat
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -148,3 +150,34 @@ def test_a_single_class_training_side_is_one_line(trained, tmp_path, capsys):
                        "--data", tmp_path / "one")
     assert code == 1 and "holds a single class; a classifier needs at least two" in err
 
+
+
+# ---- 6. right answers that come too late ------------------------------------------------------------------------
+
+def test_the_registry_reads_every_method_without_importing_it():
+    from selfsup.methods import catalog
+
+    for name, info in catalog().items():
+        cls = METHODS[name]
+        assert (info["paper"], info["deviations"], info["modality"]) == (cls.paper, cls.deviations, cls.modality)
+        assert info["backbone"] == getattr(cls.config_class, "backbone", None), name
+        assert info["data"] == cls.run_defaults.get("data") and cls.__module__.endswith("." + info["module"])
+    assert sorted(catalog()) == sorted(name for name in METHODS if name in catalog())
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["methods"], None),
+    (["train", "simclr", "--data", "/nonexistent/folder"], "'/nonexistent/folder' does not exist"),
+    (["train", "simclr", "--max-steps", "-1"], "max_steps must lie in [1, ∞)"),
+    (["train", "simclrr"], "unknown method 'simclrr' (did you mean simclr"),
+    (["eval", "knn", "--checkpoint", "/no/such.ckpt"], "checkpoint '/no/such.ckpt' does not exist"),
+])
+def test_listing_and_refusals_answer_before_torch_is_imported(argv, message):
+    code = ("import sys\nfrom selfsup.cli import main\nstatus = main(sys.argv[1:])\n"
+            "print('torch imported' if 'torch' in sys.modules else 'torch not imported')\n")
+    result = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True)
+    assert "torch not imported" in result.stdout, result.stderr
+    if message:
+        assert message in result.stderr and "Traceback" not in result.stderr
+    else:
+        assert "simclr" in result.stdout and "wav2vec2" in result.stdout

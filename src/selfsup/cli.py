@@ -1,6 +1,8 @@
 """The `selfsup` command: argument parsing only; the work happens in train/, eval/ and checkpoints."""
 
 import argparse
+import os
+import re
 import sys
 from typing import Any
 
@@ -39,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         check_ranges(vars(args))  # every numeric flag of every command, before anything is read or built
+        _check_paths(args)  # before torch and the libraries are imported, which takes seconds
         return args.run(args) or 0
     except SelfsupError as e:
         print(f"selfsup: error: {_one_line(e)}", file=sys.stderr)
@@ -46,6 +49,31 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("selfsup: interrupted; continue a training run with --resume", file=sys.stderr)
         return 130
+
+
+BASELINES = ("random", "pixels", "tfidf", "mfcc")
+
+
+def _check_paths(args: argparse.Namespace) -> None:
+    """A method name that no method file declares, a --data path or a --checkpoint file that does not exist:
+    refused at once (the data and checkpoint readers say the same later, after the heavy imports)."""
+    from selfsup.methods import catalog
+
+    method = getattr(args, "method", None)
+    if method is not None and method not in catalog():
+        from selfsup.methods import method_class  # its message suggests the close names; tests may register more
+
+        method_class(method)
+    for flag in ("data", "eval_data"):
+        spec = getattr(args, flag, None)
+        named = spec is not None and re.match(r"^[A-Za-z][\w-]+:", spec) is not None  # NAME:DIR, shards:PATTERN
+        if spec and not named and os.sep in spec and not os.path.exists(os.path.expanduser(spec)):
+            raise SelfsupError(f"'{spec}' does not exist: pass a built-in name or an existing folder (see "
+                               f"`selfsup {args.command} --help`)")
+    checkpoint = getattr(args, "checkpoint", None)
+    if checkpoint and checkpoint not in BASELINES and not os.path.exists(checkpoint):
+        raise SelfsupError(f"checkpoint '{checkpoint}' does not exist; pass a .ckpt file from a run folder "
+                           "(RUN/checkpoints/last.ckpt), or 'random' for a random-init encoder")
 
 
 def _one_line(error: Exception) -> str:
@@ -202,14 +230,13 @@ def _yaml_mapping(text: str) -> dict:
 
 
 def _methods(args: argparse.Namespace) -> None:
-    from selfsup.methods import METHODS
+    from selfsup.methods import catalog  # read from the method files: nothing heavy is imported
 
-    for name, cls in sorted(METHODS.items()):
-        network = getattr(cls.config_class, "backbone", None)  # a dataclass default, not an ability
-        default = f"default backbone {network}" if network else f"default data {cls.run_defaults.get('data')}"
-        print(f"{name:12s} {cls.paper}; {cls.modality}, {default}")
-        if cls.deviations:
-            print(f"{'':12s} differs from the paper: {cls.deviations}")
+    for name, info in sorted(catalog().items()):
+        default = f"default backbone {info['backbone']}" if info["backbone"] else f"default data {info['data']}"
+        print(f"{name:12s} {info['paper']}; {info['modality']}, {default}")
+        if info["deviations"]:
+            print(f"{'':12s} differs from the paper: {info['deviations']}")
 
 
 def _train(args: argparse.Namespace) -> None:

@@ -1,14 +1,19 @@
-"""Self-supervised methods, one file each; every module here is imported so its @register runs."""
+"""Self-supervised methods, one file each. A method's module is imported when the method is first used (the
+registry reads names, papers and modalities from the source), so `selfsup methods` and bad arguments answer
+without importing torch."""
 
-import importlib
-import pkgutil
+from selfsup.methods.registry import METHODS, RENAMED, build, catalog, create, make_config, method_class, register
 
-from selfsup.methods.base import ImageMethod, ImageMethodConfig, Method, MethodConfig
-from selfsup.methods.registry import METHODS, RENAMED, build, create, make_config, method_class, register
+_BASE = ("ImageMethod", "ImageMethodConfig", "Method", "MethodConfig")
 
-for _module in pkgutil.iter_modules(__path__):
-    if _module.name not in ("base", "registry"):
-        importlib.import_module(f"{__name__}.{_module.name}")
 
-__all__ = ["METHODS", "RENAMED", "ImageMethod", "ImageMethodConfig", "Method", "MethodConfig", "build", "create",
-           "make_config", "method_class", "register"]
+def __getattr__(name: str):
+    if name in _BASE:
+        from selfsup.methods import base
+
+        return getattr(base, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["METHODS", "RENAMED", "ImageMethod", "ImageMethodConfig", "Method", "MethodConfig", "build", "catalog",
+           "create", "make_config", "method_class", "register"]
