@@ -62,9 +62,10 @@ class Method(nn.Module):
         """A list of dataset items -> one training batch for `training_step`."""
         raise NotImplementedError
 
-    def prepare(self, num_samples: int, steps_per_epoch: int) -> None:
+    def prepare(self, num_samples: int, steps_per_epoch: int) -> str | None:
         """Told the data's size before training (and before a checkpoint's state is loaded): memory banks and
-        surrogate classes size themselves here, epoch-based schedules convert to steps."""
+        surrogate classes size themselves here, epoch-based schedules convert to steps. Returns a warning for the
+        user when the data makes an option harmful (the trainer prints it), else None."""
 
     def training_step(self, batch: Any, indices: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """A batch (image methods: the list of (B, C, S, S) views), indices (B,) of its examples in the data set

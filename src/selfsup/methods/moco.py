@@ -74,13 +74,19 @@ class MoCoV1(ImageMethod):
     def default_views(self, image_size: int, channels: int) -> MoCoV1Views:
         return MoCoV1Views(image_size, channels, self.config.crop_min_scale)
 
-    def prepare(self, num_samples: int, steps_per_epoch: int) -> None:
+    def prepare(self, num_samples: int, steps_per_epoch: int) -> str | None:
         # steps_per_epoch = num_samples // global_batch, hence global_batch > num_samples / (steps_per_epoch + 1)
         smallest_batch = num_samples // (steps_per_epoch + 1) + 1
         if self.config.queue_size < smallest_batch:
             raise SelfsupError(f"queue_size {self.config.queue_size} is shorter than one global batch (at least "
                                f"{smallest_batch} keys per step); pass --set queue_size={smallest_batch} or more, "
                                "or a smaller --batch-size")
+        if self.config.queue_size > num_samples - smallest_batch:  # see QUEUE_NOTE
+            fits = max(smallest_batch, num_samples - smallest_batch)
+            return (f"queue_size {self.config.queue_size} keeps more keys than the {num_samples} images minus a "
+                    "batch: an image's own key from an earlier step stays in the queue as one of its negatives; "
+                    f"pass --set queue_size={fits} or less")
+        return None
 
     def training_step(self, views: list[torch.Tensor], indices: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         x_q, x_k = views  # (B, C, S, S) each

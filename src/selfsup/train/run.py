@@ -94,13 +94,15 @@ def train(method_name: str, options: dict[str, Any], out: str | None = None, res
     loader = train_loader(samples, config, setup.batched, sampler, setup.collate)
     if isinstance(samples, ShardStream):
         samples.check_readers(trainer.world_size, loader.num_workers)
-    method.prepare(*prepared)
+    warning = method.prepare(*prepared)
     n_params = sum(p.numel() for p in method.encoder().parameters()) / 1e6
     say = print if trainer.global_rank == 0 else (lambda *_: None)  # one summary, not one per process
     say(f"{method_name} | {method.network_name()} ({n_params:.1f}M params{setup.input_shape}) | "
         f"{n_samples} {setup.noun} from {config.data}{setup.note} | batch {config.batch_size}"
         f"{f' x {trainer.world_size} devices' if trainer.world_size > 1 else ''} | {resolved_precision(config)} | "
         f"run folder {run_dir}")
+    if warning and trainer.global_rank == 0:
+        print(f"selfsup: warning: {warning}", file=sys.stderr)
     module = SelfsupModule(method, meta, setup.batch_views, config.on_nan_loss, _channels_last(config))
     if config.compile:
         method.encoder().compile()  # in place: the state_dict keys stay those of the plain backbone
