@@ -329,7 +329,7 @@ def _usable(paths: list[str], on_bad: str, where: str) -> tuple[list[str], list[
 def _class_files(folder: str, on_bad: str) -> dict[str, tuple[list[str], list[tuple[str, str]]]]:
     """Class name -> (usable audio paths, skipped (path, reason)) of each non-hidden subfolder of `folder`."""
     return {c: _usable(paths, on_bad, os.path.join(folder, c))
-            for c, paths in class_folders(folder, index_audio, "audio files").items()}
+            for c, paths in class_folders(folder, index_audio, "audio files", _NO_AUDIO).items()}
 
 
 def _labeled_clips(files: dict[str, tuple[list[str], list[tuple[str, str]]]], classes: list[str], name: str,

@@ -137,12 +137,12 @@ def header_problem(path: str) -> str | None:
 
 
 def scan_images(paths: Sequence[str], threads: int = 8,
-                problem: Callable[[str], str | None] = header_problem) -> tuple[list[str], list[tuple[str, str]]]:
+                problem: Callable[[str], str | None] | None = None) -> tuple[list[str], list[tuple[str, str]]]:
     """(usable paths, [(path, reason)] of the others), reading only each file's header with `problem` (images'
     by default; audio passes its own), threaded: the time is spent waiting on the disk. Truncated pixel data is
     found later, when decoded."""
     with ThreadPoolExecutor(threads) as pool:
-        problems = list(pool.map(problem, [str(p) for p in paths]))
+        problems = list(pool.map(problem or header_problem, [str(p) for p in paths]))
     good = [str(p) for p, why in zip(paths, problems) if why is None]
     return good, [(str(p), why) for p, why in zip(paths, problems) if why is not None]
 

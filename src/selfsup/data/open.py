@@ -97,9 +97,10 @@ def held_out_folder(root: str) -> str | None:
     return next((d for d in ("test", "val") if d in subfolders), None) if "train" in subfolders else None
 
 
-def class_folders(folder: str, index: Callable[[str], list[str]] = index_images,
-                  noun: str = "images") -> dict[str, list[str]]:
-    """Class name -> `index(class folder)` (image paths at any depth by default) of each non-hidden subfolder."""
+def class_folders(folder: str, index: Callable[[str], list[str]] = index_images, noun: str = "images",
+                  empty: str = _NO_IMAGES) -> dict[str, list[str]]:
+    """Class name -> `index(class folder)` (image paths at any depth by default) of each non-hidden subfolder;
+    `empty` says what an empty class folder lacks."""
     classes = _subfolders(folder)
     if not classes:
         raise SelfsupError(f"'{folder}' has no class subfolders: arrange labeled {noun} as DIR/<class>/... "
@@ -107,7 +108,7 @@ def class_folders(folder: str, index: Callable[[str], list[str]] = index_images,
     files = {c: index(os.path.join(folder, c)) for c in classes}
     for c, paths in files.items():
         if not paths:
-            raise SelfsupError(f"class folder '{os.path.join(folder, c)}' holds no {noun}: add some or remove the "
+            raise SelfsupError(f"class folder '{os.path.join(folder, c)}' holds {empty}: add {noun} or remove the "
                                "folder")
     return files
 
