@@ -69,7 +69,7 @@ def test_knn_still_runs_under_the_eval_subcommands(pretrained, tmp_path, capsys)
 @pytest.mark.parametrize("args, message", [
     (["eval", "finetune", "--checkpoint", "/no/such.ckpt", "--data", "digits"], "checkpoint '/no/such.ckpt' does not exist"),
     (["eval", "finetune", "--checkpoint", "pixels", "--data", "digits"], "'pixels' has no weights to fine-tune"),
-    (["eval", "finetune", "--checkpoint", "random", "--data", "digits", "--label-fraction", "0"], "label fraction"),
+    (["eval", "finetune", "--checkpoint", "random", "--data", "digits", "--label-fraction", "0"], "label_fraction must lie in (0, 1], got 0"),
     (["distill", "--teacher", "/no/such.ckpt", "--student-backbone", "resnet10t"],
      "teacher checkpoint '/no/such.ckpt' does not exist; pass the classifier.ckpt"),
     (["distill", "--teacher", "{pretrained}", "--student-backbone", "resnet10t"], "not a fine-tuned classifier"),

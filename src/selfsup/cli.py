@@ -68,8 +68,10 @@ def _check_paths(args: argparse.Namespace) -> None:
         spec = getattr(args, flag, None)
         named = spec is not None and re.match(r"^[A-Za-z][\w-]+:", spec) is not None  # NAME:DIR, shards:PATTERN
         if spec and not named and os.sep in spec and not os.path.exists(os.path.expanduser(spec)):
-            raise SelfsupError(f"'{spec}' does not exist: pass a built-in name or an existing folder (see "
-                               f"`selfsup {args.command} --help`)")
+            modality = catalog()[method]["modality"] if method in catalog() else "image"
+            what = {"text": "no text at", "audio": "no audio at"}.get(modality, "no images at")
+            raise SelfsupError(f"'{spec}' does not exist ({what} that path): pass a built-in name or an existing "
+                               f"folder (see `selfsup {args.command} --help`)")
     checkpoint = getattr(args, "checkpoint", None)
     if checkpoint and checkpoint not in BASELINES and not os.path.exists(checkpoint):
         raise SelfsupError(f"checkpoint '{checkpoint}' does not exist; pass a .ckpt file from a run folder "

@@ -11,6 +11,9 @@ from typing import Any
 
 from selfsup.errors import SelfsupError
 
+# bn_group_size 0 (MoCo: BN over the whole batch) and finetune_layers 0 (SimCLR v2: from the backbone) are valid,
+# as is every unlisted count at 0 (no local crops, no queue, no projection).
+
 INF = math.inf
 # name -> (low, high, low included, high included)
 _COUNT = (1, INF, True, False)  # at least 1
@@ -40,7 +43,7 @@ RANGES: dict[str, tuple[float, float, bool, bool]] = {
     **dict.fromkeys(("mask_ratio", "mask_probability", "mask_prob", "corrupt_ratio", "replace_ratio"), _OPEN_SHARE),
     **dict.fromkeys(("dropout", "layerdrop", "short_seq_prob"), _SHARE),
     **dict.fromkeys(("proj_dim", "proj_hidden_dim", "pred_hidden_dim", "proj_layers", "recon_hidden_dim", "queue_size",
-                     "nce_k", "num_prototypes", "sinkhorn_iterations", "n_views", "bn_group_size", "finetune_layers",
+                     "nce_k", "num_prototypes", "sinkhorn_iterations", "n_views",
                      "decoder_depth", "decoder_dim", "decoder_heads", "hidden", "layers", "heads", "intermediate",
                      "embedding_size", "vocab_size", "max_len", "mask_span", "mask_unit", "conv_dim", "codebooks",
                      "codewords", "codevector_dim", "final_dim", "distractors"), _COUNT),
