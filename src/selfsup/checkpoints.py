@@ -17,6 +17,7 @@ from torch import nn
 
 from selfsup import __version__
 from selfsup.errors import SelfsupError
+from selfsup.files import not_a_checkpoint
 from selfsup.nn import create_backbone
 
 LAST = "last.ckpt"
@@ -115,11 +116,9 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise SelfsupError(f"checkpoint '{path}' does not exist; pass a .ckpt file from a run folder "
                            "(RUN/checkpoints/last.ckpt), or 'random' for a random-init encoder")
-    with open(path, "rb") as f:
-        magic = f.read(4)
-    if magic and magic != b"PK\x03\x04":  # torch.save writes a zip archive; a truncated one still starts so
-        raise SelfsupError(f"'{path}' is not a selfsup checkpoint (not a PyTorch checkpoint archive); pass one written "
-                           "by `selfsup train` (RUN/checkpoints/last.ckpt)")
+    problem = not_a_checkpoint(path)
+    if problem:
+        raise SelfsupError(problem)
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:

@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 from selfsup.errors import SelfsupError
+from selfsup.files import not_a_checkpoint
 from selfsup.ranges import check_ranges
 
 # train flags that map one-to-one onto config options (dest -> option name)
@@ -76,6 +77,8 @@ def _check_paths(args: argparse.Namespace) -> None:
     if checkpoint and checkpoint not in BASELINES and not os.path.exists(checkpoint):
         raise SelfsupError(f"checkpoint '{checkpoint}' does not exist; pass a .ckpt file from a run folder "
                            "(RUN/checkpoints/last.ckpt), or 'random' for a random-init encoder")
+    if checkpoint and os.path.isfile(checkpoint) and (problem := not_a_checkpoint(checkpoint)):
+        raise SelfsupError(problem)
 
 
 def _one_line(error: Exception) -> str:
