@@ -12,6 +12,7 @@ import numpy as np
 from selfsup.errors import SelfsupError
 
 from .builtin import BUILTIN, builtin_info, digits_set, load_builtin
+from .dense import DENSE_BUILTIN, open_dense
 from .folder import IMAGE_EXTENSIONS, FolderImageSet, index_images
 from .folder_index import cached_index
 from .images import ImageSet
@@ -25,10 +26,12 @@ def open_unlabeled(spec: str | os.PathLike) -> ImageSet:
     """Images for pretraining: a built-in's train split, or every image file under a folder (labels -1;
     the listing is cached between runs, see folder_index)."""
     spec = os.fspath(spec)
+    if spec in DENSE_BUILTIN:  # scenes and tiles whose labels say where: pretraining sees the images only
+        return open_dense(spec, "train").images()
     builtin = _parse_builtin(spec)
     if builtin is not None:
         return load_builtin(builtin[0], "train", builtin[1])
-    root = existing_folder(spec)
+    root = existing_folder(spec, (*BUILTIN, *DENSE_BUILTIN))
     paths = cached_index(root)
     held_out = held_out_folder(root)
     if held_out is not None:  # a labelled folder's root: its test images must stay unseen for `eval --data DIR`

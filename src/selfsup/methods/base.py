@@ -128,8 +128,14 @@ class ImageMethod(Method):
         return method
 
     def default_views(self, image_size: int, channels: int) -> Any:
-        """The augmentation recipe: a callable uint8 (C, H, W) -> list of float views."""
+        """The augmentation recipe: a callable uint8 (C, H, W) -> list of float views, with a `batch` method for
+        uint8 (B, C, H, W) on the device, or `batch = None` when it runs per sample only."""
         raise NotImplementedError
+
+    def training_images(self, images: Any) -> Any:
+        """The training images as the views take them: (image, label) items as given, or with what rides along
+        (DetCon: each image's segment map)."""
+        return images
 
     @property
     def in_chans(self) -> int:

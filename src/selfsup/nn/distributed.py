@@ -40,3 +40,12 @@ def all_reduce_with_grad(x: torch.Tensor) -> torch.Tensor:
     if world_size() == 1:
         return x
     return dist_fn.all_reduce(x)
+
+
+def gather(x: torch.Tensor) -> torch.Tensor:
+    """(B, ...) on each of W devices -> (W*B, ...) in rank order, without gradient (ids, labels)."""
+    if world_size() == 1:
+        return x
+    parts = [torch.empty_like(x) for _ in range(world_size())]
+    dist.all_gather(parts, x.contiguous())
+    return torch.cat(parts, dim=0)

@@ -145,12 +145,17 @@ def _image_setup(cls: type[Method], method_options: dict[str, Any], config: Trai
     images, skipped_note = _usable_images(_limited(images, config), config, run_dir)
     _check_one_batch(len(images), "usable images", config, skipped_note)
     image_size = config.image_size or native_size or FOLDER_IMAGE_SIZE
+    method = build(cls.name, {"in_chans": channels, "image_size": image_size}, **method_options)
+    views = method.default_views(image_size, channels)
     batched = config.batched_views if config.batched_views is not None else native_size is not None
+    batched = batched and views.batch is not None
+    if config.batched_views and views.batch is None:
+        raise SelfsupError(f"{cls.name}'s views carry masks with each image and are made per sample in the loader; "
+                           "drop --set batched_views=true")
     if batched and native_size is None:
         raise SelfsupError(f"batched_views needs images of one size, and those in {config.data} vary; "
                            "drop --set batched_views=true")
-    method = build(cls.name, {"in_chans": channels, "image_size": image_size}, **method_options)
-    views = method.default_views(image_size, channels)
+    images = method.training_images(images)
     return _Setup(method, {"in_chans": channels, "image_size": image_size}, images,
                   views=None if batched else views, batched=batched, batch_views=views if batched else None,
                   input_shape=f", {channels}x{image_size}px", note=skipped_note)

@@ -1,0 +1,205 @@
+"""The built-in `--data trees`: real airborne RGB tiles (NEON, 10 cm per pixel) with 951 hand-drawn tree-crown boxes,
+read out of the DeepForest 2.1.0 wheel that `bash scripts/setup.sh` downloads into CACHE/wheels (never installed).
+
+Tiles (deepforest/data/, boxes from the Pascal VOC .xml beside each):
+`2019_YELL_2_528000_4978000_image_crop2.png` 2299x2472 px, 574 boxes; `2019_YELL_2_541000_4977000_image_crop.png`
+1249x1035, 279; `OSBS_029.png` 400x400, 61; `SOAP_061.png` 400x400, 37 (alive and dead: both are "tree" here).
+
+Crops: each tile is cut into a grid of CROP x CROP px crops (200 px = 20 m) from its top-left corner; the strip
+beyond the last whole crop (at most 199 px on the right and bottom) is not used. 200 px holds about five crowns
+(median 4 m, ~40 px across) and the largest one (108 px) whole, and tiles the 400 px tiles exactly; 128 px would
+cut most crowns of 60-100 px at an edge. A box cut by a crop edge is clipped to the crop and kept only if at least
+MIN_KEPT (half) of its area is inside. Crops without a tree (open meadow) are kept, with empty targets.
+
+Split by region: the bottom max(1, round(TEST_FRACTION * rows)) crop rows of every tile are `test`, the rows above
+are `train`, so the split line runs along crop edges and no crop straddles it. On the 200 px grid: YELL crop2 rows
+10-11 of 12 (y >= 2000), YELL crop row 4 of 5 (y >= 800), the bottom half (y >= 200) of OSBS_029 and of SOAP_061.
+Train: 138 crops, 676 boxes (24 crops empty); test: 32 crops, 185 boxes; the other 90 of the 951 boxes lie in the
+unused strips or keep less than half their area in any crop. A crown cut by the split line may be boxed (clipped)
+on both sides; no pixel is in both splits.
+
+The decoded crops are cached in CACHE/trees-v1/ (train.npy, test.npy: uint8 (N, 3, CROP, CROP), and manifest.json,
+written last) so later loads read ~20 MB of arrays instead of decoding the 15 MB PNG again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import xml.etree.ElementTree as ET
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from selfsup.errors import SelfsupError
+
+from .cache import CACHE_ENV, cache_root, read_cache, write_cache
+from .dense import DenseSet, DenseTarget
+from .folder import decode_bytes
+
+log = logging.getLogger(__name__)
+
+WHEEL = "deepforest-2.1.0-*.whl"  # the glob scripts/setup.sh downloads into CACHE/wheels
+TILES = {  # file stem in deepforest/data/ -> number of boxes in its .xml
+    "2019_YELL_2_528000_4978000_image_crop2": 574,
+    "2019_YELL_2_541000_4977000_image_crop": 279,
+    "OSBS_029": 61,
+    "SOAP_061": 37,
+}
+CROP = 200  # px side of a crop: 20 m at 10 cm per pixel
+MIN_KEPT = 0.5  # a clipped box is kept when at least this fraction of its area lies inside the crop
+TEST_FRACTION = 0.2  # of each tile's crop rows, the bottom ones (at least one)
+FOLDER = "trees-v1"
+MANIFEST = "manifest.json"  # written last: a folder without it is incomplete
+
+
+class TreeCrops(DenseSet):
+    """`set[i]` -> (uint8 image (3, CROP, CROP), DenseTarget(boxes float32 (N, 4) xyxy px, labels int64 (N,) all 1)).
+
+    tiles[i], origins[i] = (x, y): which tile crop i was cut from and where its top-left corner lies there (px).
+    """
+
+    def __init__(self, split: str, images: np.ndarray, crops: list[dict]):
+        super().__init__(name=f"trees/{split}", tag="real", classes=["tree"], channels=3, native_size=CROP,
+                         has=("boxes", "labels"))
+        self.images = images  # uint8 (N, 3, CROP, CROP), possibly memory-mapped
+        self.tiles = [c["tile"] for c in crops]
+        self.origins = [(c["x"], c["y"]) for c in crops]
+        self.boxes = [np.asarray(c["boxes"], dtype=np.float32).reshape(-1, 4) for c in crops]  # each (N, 4)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, DenseTarget]:
+        image = torch.from_numpy(np.array(self.images[i]))  # (3, CROP, CROP), a copy out of the memory map
+        boxes = torch.from_numpy(self.boxes[i].copy())  # (N, 4)
+        return image, DenseTarget(boxes=boxes, labels=torch.ones(len(boxes), dtype=torch.int64))
+
+
+def load_trees(split: str) -> TreeCrops:
+    """The `split` ('train' | 'test') crops, decoded from the wheel once and then read from CACHE/trees-v1.
+
+    Raises SelfsupError when the wheel is missing (run `bash scripts/setup.sh`) or holds other boxes than expected.
+    """
+    if split not in ("train", "test"):
+        raise SelfsupError(f"unknown split '{split}': pass 'train' or 'test'")
+    root = cache_root() / FOLDER
+    crops = _read_manifest(root)
+    if crops is not None:
+        try:
+            return TreeCrops(split, np.load(root / f"{split}.npy", mmap_mode="r"), crops[split])
+        except (OSError, ValueError):  # an unreadable or truncated array: decode again and rewrite the cache
+            pass
+    images, crops = build()
+    _save(root, images, crops)
+    return TreeCrops(split, images[split], crops[split])
+
+
+def recipe() -> str:
+    """The key of the cache: what the crops depend on."""
+    return json.dumps({"wheel": WHEEL, "tiles": TILES, "crop": CROP, "min_kept": MIN_KEPT, "test": TEST_FRACTION})
+
+
+def wheel_path() -> Path:
+    """CACHE/wheels/deepforest-2.1.0-*.whl, or a SelfsupError naming the setup script."""
+    found = sorted((cache_root() / "wheels").glob(WHEEL))
+    if not found:
+        raise SelfsupError(f"--data trees reads DeepForest's wheel, not found in {cache_root() / 'wheels'}: "
+                           f"run `bash scripts/setup.sh` (with the same {CACHE_ENV}) to download it")
+    return found[0]
+
+
+def tile_boxes(wheel: zipfile.ZipFile, stem: str) -> np.ndarray:
+    """float32 (N, 4) xyxy px of the tile's VOC file, its coordinates as DeepForest uses them (0-based, as written)."""
+    root = ET.fromstring(wheel.read(f"deepforest/data/{stem}.xml"))
+    boxes = [[float(obj.findtext(f"bndbox/{k}")) for k in ("xmin", "ymin", "xmax", "ymax")] for obj in root.iter("object")]
+    if len(boxes) != TILES[stem]:
+        raise SelfsupError(f"{stem}.xml in {wheel.filename} holds {len(boxes)} boxes, not {TILES[stem]}: remove the "
+                           "wheel and run `bash scripts/setup.sh` to download it again")
+    return np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+
+
+def split_row(rows: int) -> int:
+    """The first crop row of the test region of a tile `rows` crops high."""
+    return rows - max(1, round(TEST_FRACTION * rows))
+
+
+def clip_boxes(boxes: np.ndarray, x: int, y: int) -> np.ndarray:
+    """float32 (M, 4): the boxes (N, 4) in tile px that keep >= MIN_KEPT of their area in the crop at (x, y),
+    clipped to it and moved into its coordinates."""
+    inside = np.clip(boxes - np.array([x, y, x, y], dtype=np.float32), 0, CROP)  # (N, 4)
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])  # (N,)
+    kept = (inside[:, 2] - inside[:, 0]) * (inside[:, 3] - inside[:, 1])  # (N,)
+    return inside[(kept > 0) & (kept >= MIN_KEPT * area)]
+
+
+def build() -> tuple[dict[str, np.ndarray], dict[str, list[dict]]]:
+    """Decode the tiles and cut them: ({split: uint8 (N, 3, CROP, CROP)}, {split: [{tile, x, y, boxes}]})."""
+    images: dict[str, list[np.ndarray]] = {"train": [], "test": []}
+    crops: dict[str, list[dict]] = {"train": [], "test": []}
+    with zipfile.ZipFile(wheel_path()) as wheel:
+        for stem in TILES:
+            tile, boxes = _decode_tile(wheel, stem), tile_boxes(wheel, stem)  # (3, H, W), (N, 4)
+            rows, cols = tile.shape[1] // CROP, tile.shape[2] // CROP
+            for r in range(rows):
+                split = "test" if r >= split_row(rows) else "train"
+                for c in range(cols):
+                    x, y = c * CROP, r * CROP
+                    images[split].append(tile[:, y:y + CROP, x:x + CROP])
+                    crops[split].append({"tile": stem, "x": x, "y": y, "boxes": clip_boxes(boxes, x, y).tolist()})
+    return {s: np.stack(images[s]) for s in images}, crops
+
+
+def _decode_tile(wheel: zipfile.ZipFile, stem: str) -> np.ndarray:
+    """uint8 (3, H, W) of deepforest/data/STEM.png."""
+    return decode_bytes(wheel.read(f"deepforest/data/{stem}.png"), f"{wheel.filename}:{stem}.png").numpy()
+
+
+def _read_manifest(root: Path) -> dict[str, list[dict]] | None:
+    data = read_cache(root / MANIFEST, recipe())
+    if data is None or not all((root / f"{s}.npy").is_file() for s in ("train", "test")):
+        return None
+    return data["crops"]
+
+
+def _save(root: Path, images: dict[str, np.ndarray], crops: dict[str, list[dict]]) -> None:
+    """Write the crops into `root` through a temporary folder renamed into place after its manifest is written;
+    a cache that cannot be written is a warning (the next load decodes again), never an error."""
+    try:
+        root.parent.mkdir(parents=True, exist_ok=True)
+        temp = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}.", suffix=".tmp"))
+    except OSError as e:
+        log.warning("cannot cache the tree crops in %s (%s): set %s to a writable folder", root, e.strerror, CACHE_ENV)
+        return
+    try:
+        for split, array in images.items():
+            with open(temp / f"{split}.npy", "wb") as f:
+                np.save(f, array)
+        write_cache(temp / MANIFEST, recipe(), {"crops": crops})
+        if (temp / MANIFEST).is_file():
+            _move_into_place(temp, root)
+    except OSError as e:
+        log.warning("cannot cache the tree crops in %s (%s): set %s to a writable folder", root, e.strerror, CACHE_ENV)
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def _move_into_place(temp: Path, root: Path) -> None:
+    """Rename the complete folder `temp` to `root`, replacing a stale one; if another process renamed its own
+    complete folder there first, keep that one."""
+    old = temp.with_name(temp.name + ".old")
+    if root.exists():
+        try:
+            os.rename(root, old)
+        except OSError:
+            pass
+    try:
+        os.rename(temp, root)
+    except OSError:
+        pass  # a folder appeared there meanwhile: the next load reads its manifest
+    shutil.rmtree(old, ignore_errors=True)
