@@ -1,10 +1,13 @@
 import shutil
 
 import numpy as np
+import pytest
 import torch
 
 from selfsup.checkpoints import read_checkpoint
 from selfsup.cli import main
+from selfsup.errors import SelfsupError
+from selfsup.eval.plots import plot_masks
 from selfsup.losses.detcon import DetConLoss
 from selfsup.methods import METHODS, create, make_config
 from selfsup.methods.detcon import DetConB, DetConS
@@ -110,3 +113,10 @@ def test_trains_from_the_cli_resumes_exactly_and_exports(tmp_path, monkeypatch):
     assert main(["export", "--checkpoint", str(tmp_path / "full" / "checkpoints" / "last.ckpt"),
                  "--out", str(tmp_path / "encoder.safetensors")]) == 0
     assert (tmp_path / "encoder.safetensors").stat().st_size > 0
+    figure = plot_masks(str(tmp_path / "full" / "checkpoints" / "last.ckpt"), tmp_path / "masks.png", n=2)
+    assert figure.stat().st_size > 1000
+
+
+def test_mask_figures_need_a_method_whose_views_carry_masks():
+    with pytest.raises(SelfsupError, match="byol's views carry no masks"):
+        create("byol", in_chans=1, backbone="resnet10t").view_masks([])

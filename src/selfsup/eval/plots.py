@@ -1,4 +1,5 @@
-"""Figures: what a masked-image model restores (SiT's figure), and a t-SNE of test-set embeddings (any modality)."""
+"""Figures: what a masked-image model restores (SiT's figure), a t-SNE of test-set embeddings (any modality), and the
+masks an object-level method contrasts."""
 
 from pathlib import Path
 
@@ -9,10 +10,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from sklearn.manifold import TSNE
-from torch.utils.data import Subset
+from torch.utils.data import Subset, default_collate
 
 from selfsup.checkpoints import load_method
-from selfsup.data import open_labeled
+from selfsup.data import open_labeled, open_unlabeled
 from selfsup.eval.features import checkpoint_modality, extract_features, frozen_encoder
 from selfsup.eval.run import DEFAULT_DATA, check_options, open_labeled_split
 from selfsup.views import EvalTransform, normalization_for
@@ -64,6 +65,33 @@ def plot_tsne(checkpoint: str, out: str | Path, data: str | None = None, n: int 
     ax.legend(markerscale=3, fontsize=7, loc="best")
     ax.set_xticks([]), ax.set_yticks([])
     ax.set_title(f"t-SNE of {len(chosen)} {data} test examples: {encoder.description}", fontsize=9)
+    return _save(fig, out)
+
+
+def plot_masks(checkpoint: str, out: str | Path, data: str | None = None, n: int = 6, seed: int = 0) -> Path:
+    """n seeded training images of `data` (default: the checkpoint's own) through the method's views, each view drawn
+    with the masks its loss uses in colour (the same colour is the same mask across views) -> a PNG at `out`.
+    A SelfsupError for a method whose views carry no masks."""
+    method, meta = load_method(checkpoint)
+    images = open_unlabeled(data or meta["train"]["data"])
+    chosen = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:n].tolist()
+    samples = method.training_images(Subset(images, chosen))
+    views = method.default_views(method.image_size, method.in_chans)
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        panels = method.view_masks(default_collate([views(samples[i][0]) for i in range(len(samples))]))
+    fig, axes = plt.subplots(len(chosen), len(panels), figsize=(2.2 * len(panels), 2.2 * len(chosen)), squeeze=False)
+    for c, (name, x, masks) in enumerate(panels):
+        for r, (image, ids) in enumerate(zip(_pixels(x, method.in_chans), masks.cpu().numpy())):
+            ax = axes[r, c]
+            ax.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=1)
+            colours = plt.cm.tab20(np.mod(ids, 20))  # (S, S, 4)
+            colours[..., 3] = np.where(ids >= 0, 0.45, 0.0)
+            ax.imshow(colours, interpolation="nearest")
+            ax.contour(ids, levels=np.unique(ids) + 0.5, colors="white", linewidths=0.4)
+            ax.set_xticks([]), ax.set_yticks([])
+            axes[0, c].set_title(name, fontsize=9)
+    fig.suptitle(f"{meta['method']}: the masks its loss uses\n(same colour = same mask)", fontsize=8)
     return _save(fig, out)
 
 

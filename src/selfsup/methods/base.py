@@ -159,6 +159,13 @@ class ImageMethod(Method):
         """(B, C, S, S) -> (B, D, h, w): a CNN's last-stage map, or a ViT's patch tokens laid out as their grid."""
         return feature_map(self.backbone, images)
 
+    def view_masks(self, batch: list[torch.Tensor]) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+        """A training batch from `default_views` -> [(name, views (B, C, S, S), mask ids (B, S, S) int64)] of the
+        masks the loss uses, -1 where no used mask is, for `selfsup plot masks`; a SelfsupError for a method whose
+        views carry no masks."""
+        raise SelfsupError(f"{self.name}'s views carry no masks; mask figures need an object-level method "
+                           "(detcon-s, detcon-b, r2o)")
+
     def visualize(self, images: torch.Tensor, generator: torch.Generator | None = None
                   ) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, C, S, S) -> (corrupted or masked input, reconstruction), both (B, C, S, S), for a masked image model;

@@ -80,6 +80,14 @@ class DetCon(ImageMethod):
         m = F.adaptive_avg_pool2d(masks.float(), f.shape[-2:])  # (B, M, h, w): each cell's share of the mask
         return torch.einsum("bmhw,bdhw->bmd", m, f) / m.sum((2, 3)).clamp_min(1e-6)[..., None]
 
+    def view_masks(self, batch: list[torch.Tensor]) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+        """The two views with the sampled masks (their segment ids; -1 elsewhere): the same id is the same mask."""
+        x1, x2, seg1, seg2, ids = batch
+        used = [(seg[:, None] == ids[:, :, None, None]).any(1) | (ids == WHOLE_VIEW).any(1)[:, None, None]
+                for seg in (seg1, seg2)]  # (B, S, S) each
+        return [(f"view {v + 1}", x, seg.where(u, -1)) for v, (x, seg, u) in enumerate(zip((x1, x2), (seg1, seg2),
+                                                                                          used))]
+
     def project(self, head, h: torch.Tensor) -> torch.Tensor:
         """(B, M, D) -> (B, M, proj_dim): the head applied to every mask vector."""
         B, M, D = h.shape

@@ -77,6 +77,13 @@ class R2O(DetConB):
         loss = self.criterion(q1, q2, z1, z2, valid)
         return {"loss": loss, "tau": self.tau, "k": self.k, "regions": valid.sum(1).float().mean()}
 
+    def view_masks(self, batch: list[torch.Tensor]) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+        """The whole image and both views with the current K regions (k-means on the target's features)."""
+        x1, x2, whole, sp1, sp2, sp_whole = batch
+        cluster = self.regions(whole, sp_whole)  # (B, P)
+        return [(name, x, cluster.gather(1, sp.flatten(1)).view_as(sp))
+                for name, x, sp in (("whole image", whole, sp_whole), ("view 1", x1, sp1), ("view 2", x2, sp2))]
+
     def after_step(self, step: int, max_steps: int) -> None:
         super().after_step(step, max_steps)
         c = self.config
