@@ -27,8 +27,8 @@ class DetConConfig(ImageMethodConfig):
     temperature: float = 0.1  # τ
     n_masks: int = 16  # masks sampled per image among those present in both views
     mask_source: str = "fh"  # fh | slic | grid
-    fh_scale: float = 1000.0
-    fh_min_size: int = 1000  # at 224 px; scaled with the image's area
+    fh_scale: float = 1000.0  # at 224 px; both FH settings are scaled with the image's area
+    fh_min_size: int = 1000
     slic_segments: int = 16
     grid: int = 4  # a grid x grid partition for mask_source=grid
     crop_min_scale: float = 0.08
@@ -41,9 +41,9 @@ class DetCon(ImageMethod):
     contrasted: the same mask in the other view is the positive, every other mask of the global batch a negative."""
 
     paper = "Hénaff et al., Efficient Visual Pretraining with Contrastive Detection (DetCon), ICCV 2021"
-    deviations = ("FH's min size (1000 px at 224 px) is scaled with the image's area; masks are computed on the "
-                  "training images as given (the paper: full-size ImageNet images); BYOL's views without blur below "
-                  "64 px; warm-up as a fraction of the run")
+    deviations = ("FH's scale and min size (1000 and 1000 px at 224 px) are scaled with the image's area; masks are "
+                  "computed on the training images as given (the paper: full-size ImageNet images); BYOL's views "
+                  "without blur below 64 px; warm-up as a fraction of the run")
     config_class = DetConConfig
 
     def __init__(self, config: DetConConfig, in_chans: int = 3):
