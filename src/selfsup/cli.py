@@ -114,8 +114,10 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     train.set_defaults(run=_train)
 
-    evaluate = commands.add_parser("eval", help="evaluate an encoder on a labeled set (knn, linear, finetune, mlm)")
-    protocols = evaluate.add_subparsers(dest="protocol", required=True, metavar="{knn,linear,finetune,mlm}")
+    evaluate = commands.add_parser("eval", help="evaluate an encoder on a labeled set (knn, linear, finetune, mlm, "
+                                                "segment, detect)")
+    protocols = evaluate.add_subparsers(dest="protocol", required=True,
+                                        metavar="{knn,linear,finetune,mlm,segment,detect}")
     common = _eval_common()
     for protocol, text in (("knn", "weighted kNN on frozen features"), ("linear", "linear probe on frozen features")):
         frozen = protocols.add_parser(protocol, parents=[common], help=text)
@@ -141,6 +143,51 @@ def _parser() -> argparse.ArgumentParser:
                                         "result (the rest goes to the folder FILE) [RUN/finetune/DATA-PCT]")
     finetune.set_defaults(run=_finetune)
 
+    segment = protocols.add_parser("segment", parents=[_eval_common()], conflict_handler="resolve",
+                                   help="semantic segmentation on dense data: mIoU of a 1x1-conv probe on frozen "
+                                        "feature maps, or of fine-tuning with an FCN head (--finetune)")
+    segment.add_argument("--checkpoint", required=True,
+                         help="a .ckpt file of an image method, 'random' (untrained --backbone) or 'pixels' (the "
+                              "normalised pixels as the feature map; probe only)")
+    for flag in ("--pooling", "--limit", "--test-fraction"):  # refused by _segment: hidden from its help
+        segment.add_argument(flag, help=argparse.SUPPRESS)
+    segment.add_argument("--data", help="dense data: paste-scenes, paste-scenes-multi, or a folder with DIR/images/ "
+                                        "and DIR/masks/ [paste-scenes]")
+    segment.add_argument("--finetune", action="store_true",
+                         help="fine-tune the encoder with an FCN head instead of probing it frozen")
+    segment.add_argument("--label-fraction", type=float,
+                         help="with --finetune: seeded share of the train images used, e.g. 0.01, 0.1, 1.0 [0.1]")
+    segment.add_argument("--epochs", type=int, help="frozen probe: passes over the train features [20]")
+    segment.add_argument("--max-steps", type=int, help="with --finetune: optimiser steps [300]")
+    segment.add_argument("--lr", type=float, help="probe: Adam 1e-2; --finetune: AdamW 1e-3 for the head, a tenth "
+                                                  "of it for the encoder")
+    segment.add_argument("--batch-size", type=int, help="images per step [16 for the probe, 8 for --finetune]")
+    segment.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    segment.add_argument("--out", help="result JSON [RUN/eval/segment-DATA.json, "
+                                       "RUN/eval/segment-finetune-PCT-DATA.json]")
+    segment.set_defaults(run=_segment)
+
+    detect = protocols.add_parser("detect", parents=[_eval_common()], conflict_handler="resolve",
+                                  help="object detection on data with boxes: AP50 and AP of a torchvision detector "
+                                       "(FCOS, RetinaNet, Faster R-CNN) whose backbone is the encoder, fine-tuned")
+    detect.add_argument("--checkpoint", required=True,
+                        help="a .ckpt file of an image method with a ResNet backbone, or 'random' (untrained "
+                             "--backbone)")
+    for flag in ("--pooling", "--limit", "--test-fraction"):  # refused by _detect: hidden from its help
+        detect.add_argument(flag, help=argparse.SUPPRESS)
+    detect.add_argument("--data", help="dense data with boxes: trees, paste-scenes-multi, or a folder with "
+                                       "DIR/images/ and a COCO JSON or Pascal VOC XML box file [trees]")
+    detect.add_argument("--detector", choices=["fcos", "retinanet", "fasterrcnn"], default="fcos", help="[fcos]")
+    detect.add_argument("--epochs", type=int, help="passes over the train images instead of --max-steps; 0: the "
+                                                   "untrained detector")
+    detect.add_argument("--max-steps", type=int, help="optimiser steps [100]")
+    detect.add_argument("--lr", type=float, help="SGD learning rate [0.005]")
+    detect.add_argument("--batch-size", type=int, help="images per step [4]")
+    detect.add_argument("--freeze-backbone", action="store_true", help="train the FPN and heads only")
+    detect.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    detect.add_argument("--out", help="result JSON [RUN/eval/detect-DETECTOR-DATA.json]")
+    detect.set_defaults(run=_detect)
+
     distill = commands.add_parser("distill", help="train a student on a fine-tuned teacher's soft labels (no labels)")
     distill.add_argument("--teacher", required=True, help="classifier.ckpt written by `selfsup eval finetune`")
     distill.add_argument("--student-backbone", required=True, help="timm model name, or torchvision:NAME")
@@ -158,7 +205,7 @@ def _parser() -> argparse.ArgumentParser:
     distill.set_defaults(run=_distill)
 
     plot = commands.add_parser("plot", help="figures: reconstructions of a masked image model, t-SNE of embeddings")
-    figures = plot.add_subparsers(dest="figure", required=True, metavar="{reconstructions,tsne}")
+    figures = plot.add_subparsers(dest="figure", required=True, metavar="{reconstructions,tsne,masks}")
     recon = figures.add_parser("reconstructions", help="original / corrupted / reconstructed test images (sit, gmml, "
                                                        "mae, simmim)")
     recon.add_argument("--checkpoint", required=True)
@@ -171,6 +218,14 @@ def _parser() -> argparse.ArgumentParser:
     tsne.add_argument("--n", type=int, default=2000, help="test examples [2000]")
     tsne.add_argument("--out", required=True, help="FILE.png")
     tsne.set_defaults(run=_plot)
+    masks = figures.add_parser("masks", help="training views with the masks an object-level method's loss uses "
+                                             "(detcon-s, detcon-b, r2o)")
+    masks.add_argument("--checkpoint", required=True)
+    masks.add_argument("--data", help="images whose views are shown [the checkpoint's training data]")
+    masks.add_argument("--n", type=int, default=6, help="images [6]")
+    masks.add_argument("--seed", type=int, default=0, help="picks the images and the views [0]")
+    masks.add_argument("--out", required=True, help="FILE.png")
+    masks.set_defaults(run=_plot)
 
     export = commands.add_parser("export", help="write the encoder: an image backbone as safetensors + a JSON "
                                                 "sidecar, a text or audio model as a Hugging Face folder")
@@ -290,6 +345,40 @@ def _finetune(args: argparse.Namespace) -> None:
           f"{result['steps']} steps | {result['seconds']}s | {result['json']}")
 
 
+def _segment(args: argparse.Namespace) -> None:
+    from selfsup.eval.segment import evaluate_segment
+
+    given = [flag for flag, value in (("pooling", args.pooling), ("limit", args.limit),
+                                      ("test-fraction", args.test_fraction)) if value is not None]
+    if given:
+        raise SelfsupError(f"--{given[0]} does not apply to segment, which takes image encoders and dense data's "
+                           "own train/test split; drop it")
+    result = evaluate_segment(args.checkpoint, data=args.data, finetune=args.finetune,
+                              label_fraction=args.label_fraction, epochs=args.epochs, max_steps=args.max_steps,
+                              lr=args.lr, batch_size=args.batch_size, random_init=args.random_init, seed=args.seed,
+                              out=args.out, progress=args.progress, **_image_options(args))
+    how = (f"fine-tuned on {result['label_fraction']:.0%} ({result['n_labeled']} images), {result['steps']} steps"
+           if args.finetune else f"frozen 1x1-conv probe, {result['epochs']} epochs")
+    print(f"segment mIoU {result['miou']:.4f} (background counted as a class) | {how} | {result['encoder']} | "
+          f"{result['data']} [{result['tag']} labels] {result['n_train']} train / {result['n_test']} test | "
+          f"{result['seconds']}s | {result['json']}")
+
+
+def _detect(args: argparse.Namespace) -> None:
+    from selfsup.eval.detect import evaluate_detect
+
+    given = [flag for flag, value in (("pooling", args.pooling), ("limit", args.limit),
+                                      ("test-fraction", args.test_fraction)) if value is not None]
+    if given:
+        raise SelfsupError(f"--{given[0]} does not apply to detect: dense data comes with its own train/test split")
+    result = evaluate_detect(args.checkpoint, data=args.data, detector=args.detector, epochs=args.epochs,
+                             max_steps=args.max_steps, lr=args.lr, batch_size=args.batch_size,
+                             freeze_backbone=args.freeze_backbone, random_init=args.random_init, seed=args.seed,
+                             out=args.out, progress=args.progress, **_image_options(args))
+    print(f"{result['summary']} | {result['steps']} steps ({result['epochs']:g} epochs) | {result['seconds']}s | "
+          f"{result['json']}")
+
+
 def _distill(args: argparse.Namespace) -> None:
     from selfsup.eval.distill import distill
 
@@ -304,10 +393,12 @@ def _distill(args: argparse.Namespace) -> None:
 
 
 def _plot(args: argparse.Namespace) -> None:
-    from selfsup.eval.plots import plot_reconstructions, plot_tsne
+    from selfsup.eval.plots import plot_masks, plot_reconstructions, plot_tsne
 
     if args.figure == "reconstructions":
         path = plot_reconstructions(args.checkpoint, args.out, data=args.data, n=args.n, seed=args.seed)
+    elif args.figure == "masks":
+        path = plot_masks(args.checkpoint, args.out, data=args.data, n=args.n, seed=args.seed)
     else:
         if args.limit:
             raise SelfsupError("--limit does not apply to tsne: --n sets how many test examples are drawn")

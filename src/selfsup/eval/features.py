@@ -5,6 +5,7 @@ An encoder is a pretraining checkpoint's method (its `eval_batch` and `embed`), 
 """
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Callable
 
 import torch
@@ -14,7 +15,7 @@ from tqdm import tqdm
 
 from selfsup.checkpoints import load_method, modality_of, read_meta
 from selfsup.errors import SelfsupError
-from selfsup.nn import create_backbone
+from selfsup.nn import create_backbone, feature_map
 from selfsup.views import EvalTransform
 
 # --checkpoint NAME: a modality's reference without pretraining (text's tfidf is a classifier: eval/run.py)
@@ -23,7 +24,8 @@ FEATURE_BASELINES = {"random": "image", "pixels": "image", "mfcc": "audio"}
 
 @dataclass
 class FrozenEncoder:
-    """`batch` turns labelled inputs (uint8 images, texts, waveforms) into what `embed` maps to (B, D) features."""
+    """`batch` turns labelled inputs (uint8 images, texts, waveforms) into what `embed` maps to (B, D) features, and
+    `dense` (image encoders) to (B, D, h, w) per-location features for the dense evaluators."""
 
     modality: str
     description: str
@@ -31,6 +33,7 @@ class FrozenEncoder:
     embed: Callable[[Any], torch.Tensor]
     module: nn.Module | None = None  # put in eval mode while features are extracted
     image_size: int | None = None
+    dense: Callable[[Any], torch.Tensor] | None = None
 
 
 def checkpoint_modality(checkpoint: str) -> str:
@@ -48,14 +51,17 @@ def frozen_encoder(checkpoint: str, random_init: bool = False, method_options: d
                    backbone_kwargs: dict | None = None) -> FrozenEncoder:
     """The encoder named by `checkpoint`: a .ckpt file (random_init: its network with fresh weights), or a feature
     baseline. method_options change fields of the checkpoint's method config that only evaluation reads (e.g.
-    pooling); the image options size 'random' and 'pixels' and may resize a checkpoint's input."""
+    pooling); the image options size 'random' and 'pixels' and may resize a checkpoint's input. Dense features:
+    the method's `dense_features`, the random backbone's last-stage map, the normalised pixels themselves."""
     if checkpoint == "pixels":
         size = image_size or native_size or 224
-        return FrozenEncoder("image", "raw pixels", EvalBatch(size, channels), nn.Flatten(), image_size=size)
+        return FrozenEncoder("image", "raw pixels", EvalBatch(size, channels), nn.Flatten(), image_size=size,
+                             dense=nn.Identity())
     if checkpoint == "random":
         size = image_size or native_size or 224
         model = create_backbone(backbone, in_chans=channels, small_stem=small_stem, **(backbone_kwargs or {}))
-        return FrozenEncoder("image", f"random-init {backbone}", EvalBatch(size, channels), model, model, size)
+        return FrozenEncoder("image", f"random-init {backbone}", EvalBatch(size, channels), model, model, size,
+                             partial(feature_map, model))
     if checkpoint == "mfcc":
         from selfsup.audio import SAMPLE_RATE, mfcc_features
 
@@ -68,7 +74,7 @@ def frozen_encoder(checkpoint: str, random_init: bool = False, method_options: d
         method.data_meta["image_size"] = image_size
     twin = " at random init" if random_init else ""
     return FrozenEncoder(method.modality, f"{meta['method']} {method.network_name()}{twin}", method.eval_batch,
-                         method.embed, method, method.data_meta.get("image_size"))
+                         method.embed, method, method.data_meta.get("image_size"), method.dense_features)
 
 
 class EvalBatch:
