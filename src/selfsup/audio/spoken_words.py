@@ -23,7 +23,7 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
-from selfsup.data.cache import CACHE_ENV, cache_root, read_cache, write_cache
+from selfsup.data.cache import CACHE_ENV, cache_root, move_into_place, read_cache, write_cache
 from selfsup.errors import SelfsupError
 
 DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -114,7 +114,7 @@ def _generate(root: Path, key: str, jobs: list[list]) -> None:
         write_cache(temp / MANIFEST, key, {"clips": jobs})
         if not (temp / MANIFEST).is_file():
             raise SelfsupError(f"cannot write '{temp / MANIFEST}': set {CACHE_ENV} to a writable folder")
-        _move_into_place(temp, root)
+        move_into_place(temp, root)
     finally:
         shutil.rmtree(temp, ignore_errors=True)
 
@@ -156,19 +156,3 @@ def _cut_at_silences(wave: np.ndarray, min_gap: int) -> list[tuple[int, int]]:
         else:
             parts.append([start, end])
     return [(int(s), int(e)) for s, e in parts]
-
-
-def _move_into_place(temp: Path, root: Path) -> None:
-    """Rename the complete folder `temp` to `root`, replacing a stale one there; if another process renamed
-    its own complete folder there first, keep that one."""
-    old = temp.with_name(temp.name + ".old")
-    if root.exists():
-        try:
-            os.rename(root, old)
-        except OSError:
-            pass
-    try:
-        os.rename(temp, root)
-    except OSError:
-        pass  # a folder appeared there meanwhile: the caller reads its manifest
-    shutil.rmtree(old, ignore_errors=True)

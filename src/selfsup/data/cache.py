@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -71,3 +72,20 @@ def write_cache(path: Path, key: str, data: dict[str, Any]) -> None:
 def settled(mtime_ns: int, since_ns: int) -> bool:
     """Whether an mtime read at `since_ns` (time.time_ns()) is old enough to show every later change."""
     return since_ns - mtime_ns >= SETTLED_NS
+
+
+def move_into_place(temp: Path, root: Path) -> None:
+    """Rename the complete folder `temp` (generated data whose manifest is written) to `root`, replacing a stale one
+    there; if another process renamed its own complete folder there first, keep that one (the caller reads its
+    manifest)."""
+    old = temp.with_name(temp.name + ".old")
+    if root.exists():
+        try:
+            os.rename(root, old)
+        except OSError:
+            pass
+    try:
+        os.rename(temp, root)
+    except OSError:
+        pass  # a folder appeared there meanwhile
+    shutil.rmtree(old, ignore_errors=True)

@@ -41,7 +41,6 @@ fetches both); without them generation raises SelfsupError.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 import time
@@ -58,7 +57,7 @@ from tqdm import tqdm
 from selfsup.errors import SelfsupError
 
 from .builtin import BUILTIN, load_builtin
-from .cache import CACHE_ENV, cache_root, read_cache, write_cache
+from .cache import CACHE_ENV, cache_root, move_into_place, read_cache, write_cache
 from .dense import DenseSet, DenseTarget
 
 S = 64  # image side
@@ -190,7 +189,7 @@ def _generate(root: Path, name: str, key: str) -> None:
             "counts": SIZES, "seeds": {split: SEEDS[name, split] for split in SIZES}, "scene_version": VERSION,
             "size": S, "seconds": round(time.perf_counter() - start, 1),
             "sources": {split: [s.name for s in sources[split]] for split in SIZES}})
-        _move_into_place(temp, root)
+        move_into_place(temp, root)
     finally:
         shutil.rmtree(temp, ignore_errors=True)
 
@@ -368,19 +367,3 @@ def _levels(image: Image.Image) -> list[np.ndarray]:
     sides = [side for side in LEVELS if side <= short] or [short]
     sizes = [(round(image.size[0] * side / short), round(image.size[1] * side / short)) for side in sides]
     return [np.asarray(image.resize(size, Image.Resampling.LANCZOS)) for size in sizes]
-
-
-def _move_into_place(temp: Path, root: Path) -> None:
-    """Rename the complete folder `temp` to `root`, replacing a stale one there; if another process renamed
-    its own complete folder there first, keep that one."""
-    old = temp.with_name(temp.name + ".old")
-    if root.exists():
-        try:
-            os.rename(root, old)
-        except OSError:
-            pass
-    try:
-        os.rename(temp, root)
-    except OSError:
-        pass  # a folder appeared there meanwhile: the caller reads its manifest
-    shutil.rmtree(old, ignore_errors=True)

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import tempfile
 import xml.etree.ElementTree as ET
@@ -38,7 +37,7 @@ import torch
 
 from selfsup.errors import SelfsupError
 
-from .cache import CACHE_ENV, cache_root, read_cache, write_cache
+from .cache import CACHE_ENV, cache_root, move_into_place, read_cache, write_cache
 from .dense import DenseSet, DenseTarget
 from .folder import decode_bytes
 
@@ -182,24 +181,8 @@ def _save(root: Path, images: dict[str, np.ndarray], crops: dict[str, list[dict]
                 np.save(f, array)
         write_cache(temp / MANIFEST, recipe(), {"crops": crops})
         if (temp / MANIFEST).is_file():
-            _move_into_place(temp, root)
+            move_into_place(temp, root)
     except OSError as e:
         log.warning("cannot cache the tree crops in %s (%s): set %s to a writable folder", root, e.strerror, CACHE_ENV)
     finally:
         shutil.rmtree(temp, ignore_errors=True)
-
-
-def _move_into_place(temp: Path, root: Path) -> None:
-    """Rename the complete folder `temp` to `root`, replacing a stale one; if another process renamed its own
-    complete folder there first, keep that one."""
-    old = temp.with_name(temp.name + ".old")
-    if root.exists():
-        try:
-            os.rename(root, old)
-        except OSError:
-            pass
-    try:
-        os.rename(temp, root)
-    except OSError:
-        pass  # a folder appeared there meanwhile: the next load reads its manifest
-    shutil.rmtree(old, ignore_errors=True)
