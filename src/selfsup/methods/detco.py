@@ -12,7 +12,7 @@ from torchvision.models._utils import IntermediateLayerGetter
 from selfsup.errors import SelfsupError
 from selfsup.losses.detco import DetCoLoss
 from selfsup.methods.base import ImageMethod
-from selfsup.methods.moco import QUEUE_NOTE, MoCoV2Config
+from selfsup.methods.moco import QUEUE_NOTE, MoCoV2Config, check_queue
 from selfsup.methods.registry import register
 from selfsup.nn import KeyQueue, ema_update, frozen_copy, gather_with_grad, rank, world_size
 from selfsup.views.detco import GRID, DetCoViews
@@ -96,17 +96,7 @@ class DetCo(ImageMethod):
 
     def prepare(self, num_samples: int, steps_per_epoch: int) -> str | None:
         """As MoCo: refuse a queue shorter than a global batch, warn when it holds more keys than the data."""
-        smallest_batch = num_samples // (steps_per_epoch + 1) + 1
-        if self.config.queue_size < smallest_batch:
-            raise SelfsupError(f"queue_size {self.config.queue_size} is shorter than one global batch (at least "
-                               f"{smallest_batch} keys per step); pass --set queue_size={smallest_batch} or more, "
-                               "or a smaller --batch-size")
-        if self.config.queue_size > num_samples - smallest_batch:  # see QUEUE_NOTE
-            fits = max(smallest_batch, num_samples - smallest_batch)
-            return (f"queue_size {self.config.queue_size} keeps more keys than the {num_samples} images minus a "
-                    "batch: an image's own key from an earlier step stays in the queues as one of its negatives; "
-                    f"pass --set queue_size={fits} or less")
-        return None
+        return check_queue(self.config.queue_size, num_samples, steps_per_epoch, "the queues")
 
     def encode(self, backbone: nn.Module, global_heads: nn.ModuleList, local_heads: nn.ModuleList,
                x: torch.Tensor, patches: torch.Tensor) -> Keys:

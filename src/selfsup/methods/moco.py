@@ -19,6 +19,23 @@ QUEUE_NOTE = ("queue_size 4096 instead of 65536: the paper's queue is 5% of Imag
               "Fashion-MNIST's 60k images (old keys of the query's own image would become negatives); 4096 is ~7%.")
 
 
+def check_queue(queue_size: int, num_samples: int, steps_per_epoch: int, where: str) -> str | None:
+    """A queue shorter than one global batch: a SelfsupError; one holding more keys than the data minus a batch (an
+    image's own earlier key then sits in `where` as its negative): the warning for `prepare` to return."""
+    # steps_per_epoch = num_samples // global_batch, hence global_batch > num_samples / (steps_per_epoch + 1)
+    smallest_batch = num_samples // (steps_per_epoch + 1) + 1
+    if queue_size < smallest_batch:
+        raise SelfsupError(f"queue_size {queue_size} is shorter than one global batch (at least "
+                           f"{smallest_batch} keys per step); pass --set queue_size={smallest_batch} or more, "
+                           "or a smaller --batch-size")
+    if queue_size > num_samples - smallest_batch:  # see QUEUE_NOTE
+        fits = max(smallest_batch, num_samples - smallest_batch)
+        return (f"queue_size {queue_size} keeps more keys than the {num_samples} images minus a "
+                f"batch: an image's own key from an earlier step stays in {where} as one of its negatives; "
+                f"pass --set queue_size={fits} or less")
+    return None
+
+
 @dataclass
 class MoCoV1Config(ImageMethodConfig):
     """Paper defaults: SGD lr 0.03 x B/256, wd 1e-4, momentum 0.9, no warm-up; 128-d keys, τ 0.07,
@@ -75,18 +92,7 @@ class MoCoV1(ImageMethod):
         return MoCoV1Views(image_size, channels, self.config.crop_min_scale)
 
     def prepare(self, num_samples: int, steps_per_epoch: int) -> str | None:
-        # steps_per_epoch = num_samples // global_batch, hence global_batch > num_samples / (steps_per_epoch + 1)
-        smallest_batch = num_samples // (steps_per_epoch + 1) + 1
-        if self.config.queue_size < smallest_batch:
-            raise SelfsupError(f"queue_size {self.config.queue_size} is shorter than one global batch (at least "
-                               f"{smallest_batch} keys per step); pass --set queue_size={smallest_batch} or more, "
-                               "or a smaller --batch-size")
-        if self.config.queue_size > num_samples - smallest_batch:  # see QUEUE_NOTE
-            fits = max(smallest_batch, num_samples - smallest_batch)
-            return (f"queue_size {self.config.queue_size} keeps more keys than the {num_samples} images minus a "
-                    "batch: an image's own key from an earlier step stays in the queue as one of its negatives; "
-                    f"pass --set queue_size={fits} or less")
-        return None
+        return check_queue(self.config.queue_size, num_samples, steps_per_epoch, "the queue")
 
     def training_step(self, views: list[torch.Tensor], indices: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         x_q, x_k = views  # (B, C, S, S) each
