@@ -1,4 +1,4 @@
-"""Reading checkpoints safely, rebuilding their backbone, and exporting it as safetensors.
+"""Reading checkpoints safely, rebuilding their backbone, and exporting it as safetensors or ONNX.
 
 Checkpoints are Lightning's, with a `selfsup` entry naming the method, its config and the data
 shape. Loading never unpickles code (`weights_only=True`); writing is atomic (temp + rename).
@@ -19,8 +19,10 @@ from selfsup import __version__
 from selfsup.errors import SelfsupError
 from selfsup.files import not_a_checkpoint
 from selfsup.nn import create_backbone
+from selfsup.views import normalization_for
 
 LAST = "last.ckpt"
+ONNX_OPSET = 18  # what torch's exporter (torch.export based) writes natively; lower opsets go through a converter
 _STEP_FILE = re.compile(r"step=(\d+)\.ckpt")
 
 
@@ -193,29 +195,58 @@ def load_method(path: str | Path, weights: bool = True) -> tuple[nn.Module, dict
     return method.eval(), meta
 
 
-def export_encoder(checkpoint_path: str | Path, out: str | Path) -> Path:
+def export_encoder(checkpoint_path: str | Path, out: str | Path, format: str | None = None) -> Path:
     """Write the method's `encoder()`; returns the path of the sidecar that says how to load it.
 
     A Hugging Face model (BERT, ALBERT, wav2vec 2.0) goes to the folder `out` (config.json, model.safetensors, the
-    tokenizer's files for text), loadable offline with `transformers.AutoModel.from_pretrained(out)`; an image
-    backbone to the file `out` (.safetensors) with a JSON sidecar naming its timm/torchvision architecture."""
+    tokenizer's files for text), loadable offline with `transformers.AutoModel.from_pretrained(out)`. An image
+    backbone goes to the file `out`: FILE.safetensors with the sidecar FILE.json naming its timm/torchvision
+    architecture, or (format 'onnx', the default for an .onnx `out`) FILE.onnx mapping 'images' (B, C, S, S) float32
+    to 'features' (B, D), B dynamic, with the sidecar FILE.onnx.json. Both sidecars give the input size S, the
+    channels C and the normalisation mean/std. A SelfsupError for an `out` that does not fit the format, and for
+    ONNX of a text or audio model."""
     from transformers import PreTrainedModel
 
+    out = Path(out)
+    format = format or ("onnx" if out.suffix == ".onnx" else "safetensors")
+    if format not in ("safetensors", "onnx"):
+        raise SelfsupError(f"unknown export format '{format}'; pass safetensors or onnx")
+    meta = read_meta(checkpoint_path)
+    if format == "onnx" and modality_of(meta) != "image":
+        raise SelfsupError(f"ONNX export takes image encoders, and {meta['method']} encodes {modality_of(meta)}: "
+                           "export it as a Hugging Face folder (--out FOLDER, without --format onnx)")
     method, meta = load_method(checkpoint_path)
-    encoder, out = method.encoder(), Path(out)
+    encoder = method.encoder()
     if isinstance(encoder, PreTrainedModel):
         return _export_pretrained(encoder, method, meta, out)
-    if out.suffix != ".safetensors" or out.is_dir():
-        instead = out / "backbone.safetensors" if out.is_dir() else out.with_suffix(".safetensors")
-        raise SelfsupError(f"{meta['method']} exports its backbone to one .safetensors file (its .json sidecar goes "
+    suffix = f".{format}"
+    if out.suffix != suffix or out.is_dir():
+        instead = out / f"backbone{suffix}" if out.is_dir() else out.with_suffix(suffix)
+        raise SelfsupError(f"{meta['method']} exports its backbone to one {suffix} file (its .json sidecar goes "
                            f"beside it), not to '{out}': pass --out {instead}")
     out.parent.mkdir(parents=True, exist_ok=True)
+    if format == "onnx":
+        return _export_onnx(encoder, _image_sidecar(encoder, meta), out)
     safetensors.torch.save_file({k: v.contiguous() for k, v in encoder.state_dict().items()}, str(out))
     _readable_like_new_files(out)
+    sidecar = {
+        **_image_sidecar(encoder, meta),
+        "how_to_load": "selfsup.checkpoints.load_exported(PATH), or build the architecture with "
+                       "num_classes=0, in_chans and kwargs (and the small stem if set), then "
+                       "load_state_dict(safetensors.torch.load_file(PATH))",
+    }
+    sidecar_path = out.with_suffix(".json")
+    sidecar_path.write_text(json.dumps(sidecar, indent=2))
+    return sidecar_path
+
+
+def _image_sidecar(encoder: nn.Module, meta: dict[str, Any]) -> dict[str, Any]:
+    """What an exported image backbone is and what input it takes (both the safetensors and the ONNX sidecar)."""
     config = meta["method_config"]
     library, _, arch = config["backbone"].rpartition(":")
     data_meta = data_meta_of(meta)
-    sidecar = {
+    mean, std = normalization_for(data_meta["in_chans"])
+    return {
         "library": library or "timm",
         "architecture": arch,
         "in_chans": data_meta["in_chans"],
@@ -223,14 +254,27 @@ def export_encoder(checkpoint_path: str | Path, out: str | Path) -> Path:
         "kwargs": config.get("backbone_kwargs", {}),
         "num_features": int(encoder.num_features),
         "image_size": data_meta["image_size"],
+        "mean": list(mean),
+        "std": list(std),
         "method": meta["method"],
         "selfsup_version": __version__,
-        "how_to_load": "selfsup.checkpoints.load_exported(PATH), or build the architecture with "
-                       "num_classes=0, in_chans and kwargs (and the small stem if set), then "
-                       "load_state_dict(safetensors.torch.load_file(PATH))",
     }
-    sidecar_path = out.with_suffix(".json")
-    sidecar_path.write_text(json.dumps(sidecar, indent=2))
+
+
+def _export_onnx(encoder: nn.Module, sidecar: dict[str, Any], out: Path) -> Path:
+    """torch.export's ONNX of `encoder`: 'images' (B, C, S, S) -> 'features' (B, D), weights inside the file."""
+    size = sidecar["image_size"]
+    example = torch.zeros(2, sidecar["in_chans"], size, size)  # batch 2: torch.export specialises sizes 0 and 1
+    torch.onnx.export(encoder.eval(), (example,), str(out), input_names=["images"], output_names=["features"],
+                      dynamic_shapes=({0: torch.export.Dim("batch")},), opset_version=ONNX_OPSET, dynamo=True,
+                      external_data=False, verbose=False)
+    sidecar_path = out.with_suffix(".onnx.json")
+    sidecar_path.write_text(json.dumps({
+        **sidecar, "format": "onnx", "opset": ONNX_OPSET, "input": "images", "output": "features",
+        "how_to_load": "onnxruntime.InferenceSession(PATH).run(['features'], {'images': x}), x float32 (B, in_chans, "
+                       "image_size, image_size): pixels scaled to [0, 1], resized and centre-cropped to image_size, "
+                       "then per channel minus mean, divided by std",
+    }, indent=2))
     return sidecar_path
 
 

@@ -227,10 +227,25 @@ def _parser() -> argparse.ArgumentParser:
     masks.add_argument("--out", required=True, help="FILE.png")
     masks.set_defaults(run=_plot)
 
-    export = commands.add_parser("export", help="write the encoder: an image backbone as safetensors + a JSON "
+    embed = commands.add_parser("embed", help="write the frozen encoder's embedding of every input, with its path "
+                                              "or index and its label, as .parquet, .npy or .csv")
+    embed.add_argument("--checkpoint", required=True, help="a .ckpt file written by `selfsup train`")
+    embed.add_argument("--data", help="an image folder (every image file under it), a built-in set, NAME:DIR or a "
+                                      "labeled folder; text: bible-genres; audio: spoken-words, tuxpaint-languages "
+                                      "or a class folder [fashion-mnist; bible-genres; spoken-words]")
+    embed.add_argument("--split", choices=["train", "test"],
+                       help="the labeled split as `selfsup eval` reads it [train; an image folder: all its images]")
+    embed.add_argument("--batch-size", type=int, help="[256 for images, 64 otherwise]")
+    embed.add_argument("--out", required=True, help="FILE.parquet, FILE.npy (+ FILE.paths.txt) or FILE.csv")
+    embed.set_defaults(run=_embed)
+
+    export = commands.add_parser("export", help="write the encoder: an image backbone as safetensors or ONNX + a JSON "
                                                 "sidecar, a text or audio model as a Hugging Face folder")
     export.add_argument("--checkpoint", required=True)
-    export.add_argument("--out", required=True, help="FILE.safetensors (images) or FOLDER (text, audio)")
+    export.add_argument("--out", required=True, help="FILE.safetensors or FILE.onnx (images), FOLDER (text, audio)")
+    export.add_argument("--format", choices=["safetensors", "onnx"],
+                        help="onnx: an image encoder as ONNX with a dynamic batch axis [from --out: .onnx is onnx; "
+                             "otherwise safetensors, or a Hugging Face folder for text and audio]")
     export.set_defaults(run=_export)
     return parser
 
@@ -408,10 +423,19 @@ def _plot(args: argparse.Namespace) -> None:
     print(f"wrote {path}")
 
 
+def _embed(args: argparse.Namespace) -> None:
+    from selfsup.eval.embed import embed
+
+    result = embed(args.checkpoint, args.out, data=args.data, split=args.split, batch_size=args.batch_size)
+    labels = "with labels" if result["labelled"] else "unlabeled"
+    print(f"embed {result['rows']} x {result['dim']} | {result['encoder']} | {result['data']} {labels} | "
+          f"{' and '.join(result['files'])}")
+
+
 def _export(args: argparse.Namespace) -> None:
     from selfsup.checkpoints import export_encoder
 
-    sidecar = export_encoder(args.checkpoint, args.out)
+    sidecar = export_encoder(args.checkpoint, args.out, args.format)
     print(f"wrote {args.out} and {sidecar}")
 
 
