@@ -83,6 +83,11 @@ class Method(nn.Module):
         """A batch from `eval_batch` -> (B, D) frozen features: what kNN, linear probes and plots use."""
         raise NotImplementedError
 
+    def monitor_batch(self, batch: Any) -> Any:
+        """A training batch -> the batch `embed` takes, for the collapse monitors (train/monitor.py): the batch
+        itself where `embed` reads a training batch as it is (text, audio)."""
+        return batch
+
     def encoder(self) -> nn.Module:
         """The network export keeps: the backbone, or a teacher where that is the better encoder."""
         return self.backbone
@@ -150,6 +155,12 @@ class ImageMethod(Method):
         normalised as in training; a grayscale encoder sees an RGB image as its channel mean."""
         transform = EvalTransform(self.image_size, self.in_chans)
         return torch.stack([transform(image) for image in inputs])
+
+    def monitor_batch(self, batch: Any) -> torch.Tensor:
+        """The first (B, C, S, S) view of a training batch (views, or (view, masks) pairs)."""
+        while not isinstance(batch, torch.Tensor):
+            batch = batch[0]
+        return batch
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """(B, C, S, S) -> (B, D) backbone features."""

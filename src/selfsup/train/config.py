@@ -34,6 +34,7 @@ class TrainConfig:
     keep_last: int = 3  # step checkpoints kept on disk (older ones are deleted); last.ckpt is the newest
     on_bad_image: str = "skip"  # skip | error: an image file that cannot be decoded is skipped and listed, or fatal
     on_nan_loss: str = "stop"  # stop | skip: a NaN/inf loss stops the run, or its step's update is skipped
+    monitor_every: int = 50  # steps between the collapse figures (train/monitor.py), logged as collapse/*; 0: off
     limit_samples: int | None = None  # train on a seeded random subset of this many images
 
 

@@ -1,6 +1,7 @@
 """The Lightning module that trains any registered method, and the checkpoint plumbing around it."""
 
 import logging
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from selfsup.checkpoints import (
 from selfsup.errors import SelfsupError
 from selfsup.methods import Method
 from selfsup.nn.sync_batchnorm import convert_global_batchnorm, revert_global_batchnorm
+from selfsup.train.monitor import collapse_figures, collapse_warning, frozen_embeddings
 from selfsup.train.optim import create_optimizer, warmup_cosine
 from selfsup.train.resume import mix, rng_state, set_rng_state
 
@@ -35,7 +37,7 @@ class SelfsupModule(L.LightningModule):
     `meta` dict (method name, configs, data shape, version) in every checkpoint."""
 
     def __init__(self, method: Method, meta: dict[str, Any], batch_views: Any = None, on_nan_loss: str = "stop",
-                 channels_last: bool = False):
+                 channels_last: bool = False, monitor_every: int = 0):
         super().__init__()
         self.method = method
         self.meta = meta
@@ -44,6 +46,8 @@ class SelfsupModule(L.LightningModule):
         self.channels_last = channels_last
         if channels_last:
             method.to(memory_format=torch.channels_last)  # 4-D weights (convolutions) only
+        self.monitor_every = monitor_every  # steps between the collapse figures; 0: none
+        self.collapse_warned = False
         self.skipped_steps: list[int] = []
         self._rng_to_restore: dict[str, Any] | None = None
 
@@ -61,7 +65,20 @@ class SelfsupModule(L.LightningModule):
             return self._nonfinite(loss)
         self.log_dict({k: v.detach() for k, v in out.items()}, prog_bar=True)
         self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], prog_bar=True)
+        if self.monitor_every and (self.global_step + 1) % self.monitor_every == 0:
+            self._monitor(views)
         return loss
+
+    def _monitor(self, views: Any) -> None:
+        """Log the collapse figures of this batch's embeddings (to every logger, at this step) and warn once."""
+        z = frozen_embeddings(self.method, views)
+        figures = collapse_figures(z)
+        for logger in self.loggers:
+            logger.log_metrics({f"collapse/{k}": v for k, v in figures.items()}, step=self.global_step)
+        warning = collapse_warning(self.method.name, self.global_step + 1, figures, z.shape[1])
+        if warning and not self.collapse_warned and self.trainer.is_global_zero:
+            self.collapse_warned = True
+            print(f"selfsup: warning: {warning}", file=sys.stderr)
 
     def _nonfinite(self, loss: torch.Tensor) -> None:
         """Stop with a message naming the step and the last good checkpoint, or (on_nan_loss=skip,

@@ -103,7 +103,8 @@ def train(method_name: str, options: dict[str, Any], out: str | None = None, res
         f"run folder {run_dir}")
     if warning and trainer.global_rank == 0:
         print(f"selfsup: warning: {warning}", file=sys.stderr)
-    module = SelfsupModule(method, meta, setup.batch_views, config.on_nan_loss, _channels_last(config))
+    module = SelfsupModule(method, meta, setup.batch_views, config.on_nan_loss, _channels_last(config),
+                           config.monitor_every)
     if config.compile:
         method.encoder().compile()  # in place: the state_dict keys stay those of the plain backbone
     start = time.time()
@@ -207,7 +208,8 @@ class TrainingInterrupted(SelfsupError):
 
 # What a resumed run may change: how long it goes on and how it saves and shows itself. Anything else (the batch,
 # devices, data, the method's options ...) changes the arithmetic the checkpoint's state was made with.
-RESUMABLE_CHANGES = ("max_steps", "epochs", "checkpoint_every", "keep_last", "num_workers", "on_nan_loss")
+RESUMABLE_CHANGES = ("max_steps", "epochs", "checkpoint_every", "keep_last", "num_workers", "on_nan_loss",
+                     "monitor_every")
 
 
 def _check_resumable(options: dict[str, Any], saved: dict[str, Any]) -> None:
