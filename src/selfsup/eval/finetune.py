@@ -64,7 +64,8 @@ def build_encoder(spec: dict[str, Any], in_chans: int | None = None) -> Encoder:
 
 def _method_encoder(method: nn.Module, description: str) -> Encoder:
     image = method.modality == "image"
-    return Encoder(method.finetune_encoder(), method.eval_batch, description,
+    # requires_grad: a teacher (DINO's) or a frozen patch embedding (MoCo v3's) was frozen for pretraining only
+    return Encoder(method.finetune_encoder().requires_grad_(True), method.eval_batch, description,
                    method.data_meta["in_chans"] if image else None, method.data_meta["image_size"] if image else None)
 
 
