@@ -374,7 +374,10 @@ def _segment(args: argparse.Namespace) -> None:
                               out=args.out, progress=args.progress, **_image_options(args))
     how = (f"fine-tuned on {result['label_fraction']:.0%} ({result['n_labeled']} images), {result['steps']} steps"
            if args.finetune else f"frozen 1x1-conv probe, {result['epochs']} epochs")
-    print(f"segment mIoU {result['miou']:.4f} (background counted as a class) | {how} | {result['encoder']} | "
+    found = "n/a" if result["foreground_iou"] is None else f"{result['foreground_iou']:.4f}"
+    objects = f", object-vs-background probe IoU {result['objectness_iou']:.4f}" if "objectness_iou" in result else ""
+    print(f"segment mIoU {result['miou']:.4f} (background counted as a class), foreground IoU {found}{objects} | "
+          f"{how} | {result['encoder']} | "
           f"{result['data']} [{result['tag']} labels] {result['n_train']} train / {result['n_test']} test | "
           f"{result['seconds']}s | {result['json']}")
 

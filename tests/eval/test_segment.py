@@ -15,6 +15,7 @@ from selfsup.eval.segment import (
     confusion_matrix,
     evaluate_segment,
     fit_probe,
+    foreground_iou,
     image_subset,
     iou_per_class,
     mean_iou,
@@ -80,6 +81,12 @@ def test_iou_matches_a_hand_computed_example_and_torchmetrics():
     assert mean_iou(iou) == pytest.approx(1 / 3)
     metric = MulticlassJaccardIndex(num_classes=3, average=None, ignore_index=255)
     torch.testing.assert_close(iou[:3].float(), metric(predicted, labels))
+    # any object vs background: labels' object pixels (0,2) (1,0) (1,1), predicted (0,1) (0,2) (1,0) (1,1); the class
+    # 2 pixel predicted as class 1 still counts as found: 3 / (3 + 1 FP + 0 FN)
+    assert foreground_iou(confusion) == pytest.approx(3 / 4)
+    binary = MulticlassJaccardIndex(num_classes=2, average=None, ignore_index=255)
+    assert foreground_iou(confusion) == pytest.approx(float(binary((predicted > 0).long(), labels.clamp(max=1)
+                                                                   .where(labels != 255, 255))[1]))
 
 
 def test_predictions_are_upsampled_bilinearly_to_the_label_map():
@@ -131,6 +138,9 @@ def test_probe_on_pixels_and_a_random_backbone(squares, tmp_path):
     pixels = evaluate_segment("pixels", "squares", out=str(tmp_path / "pixels.json"), progress=False)
     assert pixels["miou"] > 0.95 and pixels["feature_grid"] == [32, 32] and pixels["feature_dim"] == 3
     assert pixels["tag"] == "synthetic" and pixels["background_counted"]
+    # the class probe finds the squares; the object-vs-background probe is a second one, trained on the merged
+    # labels, and one line of RGB cannot put red and blue on one side and the grey texture between them on the other
+    assert pixels["foreground_iou"] > 0.95 and 0.3 < pixels["objectness_iou"] < 0.8
     assert list(pixels["iou"]) == ["background", "red", "blue"]
     assert json.loads((tmp_path / "pixels.json").read_text())["miou"] == pixels["miou"]
     random = evaluate_segment("random", "squares", out=str(tmp_path / "random.json"), progress=False, **TINY)

@@ -4,7 +4,9 @@ The encoder comes from `frozen_encoder` (a checkpoint, its random-init twin, or 
 per-location features from the method's `dense_features` (B, D, h, w).
 
 - Frozen probe (default): the features of every train and test image are extracted once; a 1x1 convolution on
-  them, its logits upsampled bilinearly to the label map, is trained with cross-entropy (label 255 ignored).
+  them, its logits upsampled bilinearly to the label map, is trained with cross-entropy (label 255 ignored). A
+  second probe on the same features learns object against background (every class merged): its foreground IoU,
+  `objectness_iou`, says whether the features find the objects even where their classes are not separable.
   The features are standardised per channel with the train set's statistics first (a BatchNorm without affine,
   as MAE's linear probe), so one learning rate suits every encoder: Adam, lr 1e-2, 20 epochs of 16 images.
 - Fine-tuning (`finetune=True`): the encoder plus torchvision's FCN head (Long et al. 2015: 3x3 conv to D/4,
@@ -15,8 +17,9 @@ per-location features from the method's `dense_features` (B, D, h, w).
 Inputs: each image is resized (shorter side to the encoder's input side S) and centre-cropped as `EvalTransform`
 does, and its label map the same way with nearest-neighbour interpolation; scores are computed in that S x S frame.
 IoU per class from one confusion matrix over the test split; background (0) is counted as a class, and mIoU is
-the mean over the classes present in the test labels or the predictions. Every result states its data's label
-tag (real / pseudo / synthetic).
+the mean over the classes present in the test labels or the predictions; foreground IoU (any object against
+background, whatever class it is given) comes from the same matrix. Every result states its data's label tag
+(real / pseudo / synthetic).
 """
 
 import math
@@ -103,6 +106,19 @@ def iou_per_class(confusion: torch.Tensor) -> torch.Tensor:
     tp = confusion.diag()
     union = confusion.sum(0) + confusion.sum(1) - tp
     return torch.where(union > 0, tp / union.clamp(min=1), torch.nan)
+
+
+def objects_only(labels: torch.Tensor) -> torch.Tensor:
+    """Label maps (N, S, S) -> 1 where any object is, 0 on background, 255 (not labelled) kept."""
+    return torch.where(labels == IGNORE, labels, labels.clamp(max=1))
+
+
+def foreground_iou(confusion: torch.Tensor) -> float:
+    """IoU of "any object" against background (class 0) from a (K, K) confusion matrix: whether the objects are
+    found, whatever class they are given; NaN when neither labels nor predictions hold an object."""
+    foreground = confusion[1:, 1:].sum()  # an object pixel predicted as some object
+    union = confusion.sum() - confusion[0, 0]
+    return float(foreground / union) if union > 0 else math.nan
 
 
 def mean_iou(iou: torch.Tensor) -> float:
@@ -203,7 +219,7 @@ class Segmenter(nn.Module):
 
     def __init__(self, encoder: FrozenEncoder, dim: int, num_classes: int):
         super().__init__()
-        self.module, self.dense = encoder.module, encoder.dense
+        self.module, self.dense = encoder.module.requires_grad_(True), encoder.dense  # a teacher's may be frozen
         self.head = FCNHead(dim, num_classes)
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
@@ -316,9 +332,12 @@ def evaluate_segment(checkpoint: str, data: str | None = None, finetune: bool = 
     run = (_finetune if finetune else _probe)(encoder, train_pairs, test_pairs, num_classes, seed, device, progress,
                                               label_fraction=label_fraction, epochs=epochs, max_steps=max_steps,
                                               lr=lr, batch_size=batch_size)
-    iou = iou_per_class(run.pop("confusion"))
+    confusion = run.pop("confusion")
+    iou = iou_per_class(confusion)
     protocol = f"segment-finetune-{run['label_fraction'] * 100:g}pct" if finetune else "segment"
+    found = foreground_iou(confusion)
     result = {"protocol": protocol, "miou": round(mean_iou(iou), 4),
+              "foreground_iou": None if math.isnan(found) else round(found, 4),
               "iou": {name: None if math.isnan(v) else round(float(v), 4)
                       for name, v in zip(["background", *train_set.classes], iou.tolist())},
               "background_counted": True, "tag": train_set.tag, "encoder": encoder.description,
@@ -338,7 +357,13 @@ def _probe(encoder: FrozenEncoder, train_pairs: Dataset, test_pairs: Dataset, nu
     test_x, test_y = extract_dense(encoder, test_pairs, device=device, desc="test features")
     head = fit_probe(train_x, train_y, num_classes, epochs, lr, batch_size, seed, progress)
     batches = zip(test_x.split(batch_size), test_y.split(batch_size))
-    return {"confusion": confusion_over(batches, lambda x: head(x.float()), num_classes),
+    confusion = confusion_over(batches, lambda x: head(x.float()), num_classes)
+    # where the objects are, whatever their class: a second probe on object-vs-background labels
+    objectness = head if num_classes == 2 else fit_probe(train_x, objects_only(train_y), 2, epochs, lr, batch_size,
+                                                          seed, progress)
+    found = confusion_over(zip(test_x.split(batch_size), objects_only(test_y).split(batch_size)),
+                           lambda x: objectness(x.float()), 2)
+    return {"confusion": confusion, "objectness_iou": round(foreground_iou(found), 4),
             "feature_dim": int(train_x.shape[1]), "feature_grid": list(train_x.shape[-2:]), "epochs": epochs,
             "optimizer": PROBE["optimizer"], "lr": lr, "batch_size": batch_size}
 

@@ -75,7 +75,7 @@ class R2O(DetConB):
         q1, q2 = self.online(x1, r1, ids), self.online(x2, r2, ids)  # (B, K, proj_dim)
         z1, z2 = self.target(x1, r1, ids), self.target(x2, r2, ids)
         loss = self.criterion(q1, q2, z1, z2, valid)
-        return {"loss": loss, "tau": self.tau, "k": self.k, "regions": valid.sum(1).float().mean()}
+        return {"loss": loss, "tau": self.tau, "k": self.k.float(), "regions": valid.sum(1).float().mean()}
 
     def view_masks(self, batch: list[torch.Tensor]) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
         """The whole image and both views with the current K regions (k-means on the target's features)."""
