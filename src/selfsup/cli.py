@@ -19,7 +19,8 @@ TRAIN_FLAGS = {
     "epochs": (int, "passes over the data [100 unless --max-steps]"),
     "max_steps": (int, "stop after this many optimiser steps"),
     "batch_size": (int, "examples per device and step [256; wav2vec2: 16]"),
-    "image_size": (int, "input side in pixels [the built-in set's own, 224 for folders]"),
+    "image_size": (int, "input side in pixels [the built-in set's own; a folder: its images' median shorter side "
+                        "rounded to a multiple of 8 within 16-224; tar shards: 224]"),
     "devices": (int, "number of devices (GPUs, or CPU processes) [1]"),
     "num_nodes": (int, "number of machines [1]"),
     "accelerator": (str, "auto, cpu or gpu [auto]"),
@@ -35,6 +36,11 @@ TRAIN_FLAGS = {
     "keep_last": (int, "step checkpoints kept on disk; older ones are deleted [3]"),
     "on_bad_image": (str, "skip (and list in RUN/bad_images.txt) or error, for image files that cannot be decoded [skip]"),
     "on_nan_loss": (str, "stop, or skip the step's update, when the loss is NaN or inf [stop]"),
+    "probe_every": (int, "steps between online kNN probes (2,000 train / 1,000 test examples, k=20), logged as "
+                         "probe/knn_top1, and at the last step; 0: off [every tenth of the run, at least 100 steps "
+                         "apart, when the data is a labelled built-in set or --probe-data is given]"),
+    "probe_data": (str, "labelled images for the online probe: DIR/<class>/..., DIR/train|test/<class>/... or a "
+                        "built-in set [the training data when it is a labelled built-in set]"),
 }
 
 
@@ -65,7 +71,7 @@ def _check_paths(args: argparse.Namespace) -> None:
         from selfsup.methods import method_class  # its message suggests the close names; tests may register more
 
         method_class(method)
-    for flag in ("data", "eval_data"):
+    for flag in ("data", "eval_data", "probe_data"):
         spec = getattr(args, flag, None)
         named = spec is not None and re.match(r"^[A-Za-z][\w-]+:", spec) is not None  # NAME:DIR, shards:PATTERN
         if spec and not named and os.sep in spec and not os.path.exists(os.path.expanduser(spec)):
@@ -204,8 +210,9 @@ def _parser() -> argparse.ArgumentParser:
                                        "[TEACHER_FOLDER/distill-STUDENT]")
     distill.set_defaults(run=_distill)
 
-    plot = commands.add_parser("plot", help="figures: reconstructions of a masked image model, t-SNE of embeddings")
-    figures = plot.add_subparsers(dest="figure", required=True, metavar="{reconstructions,tsne,masks}")
+    plot = commands.add_parser("plot", help="figures: reconstructions of a masked image model, t-SNE of embeddings, "
+                                            "masks, a run's training curves")
+    figures = plot.add_subparsers(dest="figure", required=True, metavar="{reconstructions,tsne,masks,curves}")
     recon = figures.add_parser("reconstructions", help="original / corrupted / reconstructed test images (sit, gmml, "
                                                        "mae, simmim)")
     recon.add_argument("--checkpoint", required=True)
@@ -226,6 +233,12 @@ def _parser() -> argparse.ArgumentParser:
     masks.add_argument("--seed", type=int, default=0, help="picks the images and the views [0]")
     masks.add_argument("--out", required=True, help="FILE.png")
     masks.set_defaults(run=_plot)
+    curves = figures.add_parser("curves", help="a run's loss, learning rate, online probe top-1 and collapse figures "
+                                               "over its steps, as one figure")
+    curves.add_argument("--run", dest="run_dir", metavar="DIR", required=True, help="the run folder `selfsup train` wrote (all its logs/csv "
+                                                     "versions, merged by step)")
+    curves.add_argument("--out", help="FILE.png (or .pdf, .svg) [RUN/curves.png]")
+    curves.set_defaults(run=_plot)
 
     embed = commands.add_parser("embed", help="write the frozen encoder's embedding of every input, with its path "
                                               "or index and its label, as .parquet, .npy or .csv")
@@ -263,12 +276,16 @@ def _eval_common() -> argparse.ArgumentParser:
                         help="the checkpoint's network (and tokenizer) with fresh weights: its random twin")
     common.add_argument("--pooling", choices=["mean", "cls"],
                         help="text features: mean of the tokens' final states, or the [CLS] state [mean]")
-    common.add_argument("--limit", type=_pair_of_ints, help="text: seeded N_TRAIN,N_TEST verses of the split [all]")
+    common.add_argument("--limit", type=_pair_of_ints,
+                        help="seeded N_TRAIN,N_TEST examples of the split: verses of the text task, or images (the "
+                             "online probe's sample is 2000,1000 with --seed 0) [all]")
     common.add_argument("--backbone", help="image architecture for --checkpoint random [resnet18]")
     common.add_argument("--small-stem", action="store_true", help="for --checkpoint random")
     common.add_argument("--backbone-kwargs", type=_yaml_mapping,
                         help="for --checkpoint random: constructor options as YAML, e.g. '{channels: [32, 64, 128, 256]}'")
-    common.add_argument("--image-size", type=int, help="image input side [the checkpoint's]")
+    common.add_argument("--image-size", type=int, help="image input side [the checkpoint's; random and pixels: the "
+                                                       "built-in set's own, or the side `selfsup train` picks for "
+                                                       "the folder]")
     common.add_argument("--test-fraction", type=float,
                         help="image or audio folder without train/test: the share held out [0.2]")
     common.add_argument("--seed", type=int, default=0)
@@ -339,7 +356,8 @@ def _eval(args: argparse.Namespace) -> None:
                       test_fraction=args.test_fraction, seed=args.seed, out=args.out, batch_size=args.batch_size,
                       **_image_options(args))
     knn = f" (k={result['k']}, T={result['temperature']})" if "k" in result else ""
-    print(f"{args.protocol} top-1 {result['top1']:.4f}{knn} | {result['encoder']} | {result['data']} "
+    size = f" at {result['image_size']} px" if result.get("image_size") else ""
+    print(f"{args.protocol} top-1 {result['top1']:.4f}{knn} | {result['encoder']}{size} | {result['data']} "
           f"{result['n_train']} train / {result['n_test']} test | {result['seconds']}s | {result['json']}")
 
 
@@ -411,9 +429,11 @@ def _distill(args: argparse.Namespace) -> None:
 
 
 def _plot(args: argparse.Namespace) -> None:
-    from selfsup.eval.plots import plot_masks, plot_reconstructions, plot_tsne
+    from selfsup.eval.plots import plot_curves, plot_masks, plot_reconstructions, plot_tsne
 
-    if args.figure == "reconstructions":
+    if args.figure == "curves":
+        path = plot_curves(args.run_dir, args.out)
+    elif args.figure == "reconstructions":
         path = plot_reconstructions(args.checkpoint, args.out, data=args.data, n=args.n, seed=args.seed)
     elif args.figure == "masks":
         path = plot_masks(args.checkpoint, args.out, data=args.data, n=args.n, seed=args.seed)

@@ -27,6 +27,7 @@ RANGES: dict[str, tuple[float, float, bool, bool]] = {
     # run options and the other commands' flags
     **dict.fromkeys(("max_steps", "epochs", "devices", "num_nodes", "checkpoint_every", "keep_last", "limit_samples",
                      "batch_size", "k", "image_size"), _COUNT),
+    **dict.fromkeys(("monitor_every", "probe_every"), (0, INF, True, False)),  # steps between figures; 0: none
     "n": (2, INF, True, False),  # figures draw at least two examples (t-SNE needs a neighbour)
     "label_fraction": _SCALE,
     "test_fraction": _OPEN_SHARE,

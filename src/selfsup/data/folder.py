@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import os
 import warnings
 from collections.abc import Callable, Sequence
@@ -29,6 +30,11 @@ _SIXTEEN_BIT = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
 # Larger images are refused rather than decoded (20000 x 20000 RGB would take 1.2 GB per worker):
 # PIL's own decompression-bomb threshold, about 9500 x 9500.
 MAX_PIXELS = 89_478_485
+# A folder's default image side (`selfsup train` without --image-size, and the random / pixels baselines evaluated on
+# it): the median shorter side of up to SIZE_SAMPLE of its images (a sample seeded by 0, read from the file headers),
+# rounded to a multiple of SIZE_STEP (network strides, ViT patches of 4 or 8) and kept within [SIZE_MIN, SIZE_MAX].
+SIZE_SAMPLE = 512
+SIZE_STEP, SIZE_MIN, SIZE_MAX = 8, 16, 224
 
 
 class BadImageError(SelfsupError):
@@ -134,6 +140,30 @@ def header_problem(path: str) -> str | None:
             return None
     except Exception as e:  # the decoder's reason, whatever its type
         return " ".join(str(e).split()) or type(e).__name__
+
+
+def header_side(path: str) -> int | None:
+    """The shorter side in pixels of the image file `path`, read from its header; None when it cannot be used."""
+    try:
+        with _open(path) as img:
+            return min(img.size)
+    except Exception:  # an unusable file has no say in the size; the header scan lists it
+        return None
+
+
+def folder_image_size(paths: Sequence[str], threads: int = 8) -> tuple[int, float] | None:
+    """(default training side, median shorter side) of image files `paths` (see SIZE_SAMPLE): the median of a
+    seeded sample's shorter sides, rounded half up to a multiple of SIZE_STEP and kept within [SIZE_MIN, SIZE_MAX].
+    The same files in the same order give the same size whatever the run's seed. None when no header can be read."""
+    order = np.random.default_rng(0).permutation(len(paths))[:SIZE_SAMPLE] if len(paths) > SIZE_SAMPLE \
+        else range(len(paths))
+    with ThreadPoolExecutor(threads) as pool:
+        sides = [s for s in pool.map(header_side, [str(paths[i]) for i in order]) if s]
+    if not sides:
+        return None
+    median = float(np.median(sides))
+    rounded = SIZE_STEP * math.floor(median / SIZE_STEP + 0.5)
+    return min(SIZE_MAX, max(SIZE_MIN, rounded)), median
 
 
 def scan_images(paths: Sequence[str], threads: int = 8,

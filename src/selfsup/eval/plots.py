@@ -1,6 +1,8 @@
-"""Figures: what a masked-image model restores (SiT's figure), a t-SNE of test-set embeddings (any modality), and the
-masks an object-level method contrasts."""
+"""Figures: what a masked-image model restores (SiT's figure), a t-SNE of test-set embeddings (any modality), the
+masks an object-level method contrasts, and a run's training curves."""
 
+import csv
+import re
 from pathlib import Path
 
 import matplotlib
@@ -9,13 +11,16 @@ matplotlib.use("Agg")  # files only; no display is needed or assumed
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+import yaml
+from matplotlib.backend_bases import FigureCanvasBase
 from sklearn.manifold import TSNE
 from torch.utils.data import Subset, default_collate
 
 from selfsup.checkpoints import load_method
 from selfsup.data import open_labeled, open_unlabeled
+from selfsup.errors import SelfsupError
 from selfsup.eval.features import checkpoint_modality, extract_features, frozen_encoder
-from selfsup.eval.run import DEFAULT_DATA, check_options, open_labeled_split
+from selfsup.eval.run import DEFAULT_DATA, baseline_image_options, check_options, open_labeled_split
 from selfsup.views import EvalTransform, normalization_for
 
 
@@ -49,7 +54,8 @@ def plot_tsne(checkpoint: str, out: str | Path, data: str | None = None, n: int 
     modality = checkpoint_modality(checkpoint)
     check_options("knn", checkpoint, modality, random_init, pooling, image_options)
     data = data or DEFAULT_DATA.get(modality, "")
-    _, test_set = open_labeled_split(modality, data, seed, test_fraction)
+    train_set, test_set = open_labeled_split(modality, data, seed, test_fraction)
+    image_options = baseline_image_options(checkpoint, train_set, image_options)
     encoder = frozen_encoder(checkpoint, random_init, {"pooling": pooling} if pooling else None,
                              getattr(test_set, "channels", 3), getattr(test_set, "native_size", None),
                              **{k: v for k, v in image_options.items() if v is not None})
@@ -93,6 +99,91 @@ def plot_masks(checkpoint: str, out: str | Path, data: str | None = None, n: int
             axes[0, c].set_title(name, fontsize=9)
     fig.suptitle(f"{meta['method']}: the masks its loss uses\n(same colour = same mask)", fontsize=8)
     return _save(fig, out)
+
+
+# (panel title, [(metrics.csv column, legend), ...], y label, what to pass when nothing was logged)
+CURVE_PANELS = [
+    ("training loss", [("loss", None)], "loss", "no loss logged yet"),
+    ("learning rate", [("lr", None)], "learning rate", "no learning rate logged yet"),
+    ("online kNN probe", [("probe/knn_top1", None)], "top-1",
+     "not probed: --probe-every N with --probe-data DIR or a labelled built-in set"),
+    ("collapse monitors", [("collapse/std_x_sqrt_d", "std of normalised embeddings x sqrt(D)"),
+                           ("collapse/effective_rank", "effective rank (right axis)")], "std x sqrt(D)",
+     "not logged: --set monitor_every=N"),
+]
+
+
+def read_metrics(run: str | Path) -> dict[str, dict[int, float]]:
+    """{column: {step: value}} of a run's RUN/logs/csv/version_*/metrics.csv, every version (each start or resume)
+    merged by Lightning's step index, a later version's value winning (a resumed run repeats the steps after its
+    checkpoint). A SelfsupError when `run` holds no such file."""
+    run = Path(run)
+    versions = sorted(run.glob("logs/csv/version_*/metrics.csv"),
+                      key=lambda p: int(m.group(1)) if (m := re.fullmatch(r"version_(\d+)", p.parent.name)) else -1)
+    if not run.is_dir() or not versions:
+        raise SelfsupError(f"'{run}' is not a run folder (no logs/csv/version_*/metrics.csv in it): pass the folder "
+                           "`selfsup train` wrote, its --out or runs/METHOD-DATE-TIME")
+    curves: dict[str, dict[int, float]] = {}
+    for path in versions:
+        with open(path, newline="") as f:
+            for row in csv.DictReader(f):
+                step = row.get("step")
+                if not step:
+                    continue
+                for column, text in row.items():
+                    if column in ("step", "epoch") or column is None or not text:
+                        continue
+                    try:
+                        curves.setdefault(column, {})[int(float(step))] = float(text)
+                    except ValueError:
+                        continue
+    return curves
+
+
+def plot_curves(run: str | Path, out: str | Path | None = None) -> Path:
+    """Loss, learning rate, online probe top-1 and collapse figures of a run over its optimiser steps -> one PNG
+    (default RUN/curves.png; another extension matplotlib writes, .pdf or .svg, gives that format)."""
+    run = Path(run)
+    curves = read_metrics(run)
+    out = Path(out) if out else run / "curves.png"
+    if not out.parent.is_dir():
+        raise SelfsupError(f"the folder of --out '{out}' does not exist: create it first, or pass another path")
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if out.suffix.lower().lstrip(".") not in formats:
+        raise SelfsupError(f"--out '{out}' has an extension matplotlib does not write: pass FILE.png (or "
+                           f"{', '.join('.' + f for f in ('pdf', 'svg', 'jpg') if f in formats)})")
+    if not curves:
+        raise SelfsupError(f"'{run}' has logged no metrics yet (they are written every 10 steps): train longer or "
+                           "wait for the run's first log")
+    fig, axes = plt.subplots(2, 2, figsize=(10, 6.5))
+    for ax, (title, columns, ylabel, missing) in zip(axes.flat, CURVE_PANELS):
+        drawn = [(column, label) for column, label in columns if curves.get(column)]
+        lines = []
+        for i, (column, label) in enumerate(drawn):
+            steps = sorted(curves[column])
+            target = ax.twinx() if i else ax  # a second figure of another scale on the right axis
+            lines += target.plot([s + 1 for s in steps], [curves[column][s] for s in steps], color=f"C{i}",
+                                 marker="o" if len(steps) < 30 else None, markersize=3, label=label)
+            if i:
+                target.set_ylabel(label.replace(" (right axis)", ""), color=f"C{i}")
+        if len(lines) > 1:
+            ax.legend(handles=lines, fontsize=7, loc="best")
+        if not drawn:
+            ax.text(0.5, 0.5, missing, ha="center", va="center", wrap=True, fontsize=8, transform=ax.transAxes)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("optimiser step")
+        ax.set_ylabel(ylabel)
+    fig.suptitle(f"{_run_name(run)}: training curves", fontsize=11)
+    return _save(fig, out)
+
+
+def _run_name(run: Path) -> str:
+    """'METHOD run FOLDER' from the run's config.yaml, or the folder's name."""
+    try:
+        method = (yaml.safe_load((run / "config.yaml").read_text()) or {}).get("method")
+    except (OSError, yaml.YAMLError):
+        method = None
+    return f"{method} run {run.resolve().name}" if method else f"run {run.resolve().name}"
 
 
 def _pixels(images: torch.Tensor, channels: int) -> np.ndarray:

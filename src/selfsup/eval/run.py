@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from selfsup.data import FolderImageSet
+from selfsup.data.folder import folder_image_size
 from selfsup.errors import SelfsupError
 from selfsup.eval.features import checkpoint_modality, extract_features, frozen_encoder
 from selfsup.eval.linear import linear_probe
@@ -27,13 +29,22 @@ CACHE_BYTES = 64 * 2**20  # features up to this size are kept beside the result,
 
 def open_labeled_split(modality: str, data: str, seed: int = 0, test_fraction: float | None = None,
                        limit: tuple[int, int] | None = None) -> tuple[Any, Any]:
-    """(train, test) data sets of (input, label) items for `modality`; each has `classes`."""
-    if limit is not None and modality != "text":
-        raise SelfsupError(f"--limit picks verses of the text task; {modality} evaluation uses the whole split")
+    """(train, test) data sets of (input, label) items for `modality`; each has `classes`. limit=(n_train, n_test):
+    text keeps about that many verses; images a sample of each split seeded by `seed`, the online probe's own
+    (train/probe.py seeded_subset: `--limit 2000,1000` scores the images the probe of a run on that data scores)."""
+    if limit is not None and modality not in ("text", "image"):
+        raise SelfsupError(f"--limit picks verses of the text task or a sample of images; {modality} evaluation uses "
+                           "the whole split")
+    if limit is not None and min(limit) < 1:
+        raise SelfsupError(f"--limit needs at least one example on each side, got {limit[0]},{limit[1]}")
     if modality == "image":
         from selfsup.data import open_labeled
+        from selfsup.train.probe import seeded_subset
 
-        return open_labeled(data, 0.2 if test_fraction is None else test_fraction, seed)
+        train, test = open_labeled(data, 0.2 if test_fraction is None else test_fraction, seed)
+        if limit is not None:
+            train, test = seeded_subset(train, limit[0], seed), seeded_subset(test, limit[1], seed)
+        return train, test
     if modality == "text":
         from selfsup.text import open_labeled_text
 
@@ -76,10 +87,12 @@ def evaluate(protocol: str, checkpoint: str, data: str | None = None, k: int | N
         scores = _mlm(checkpoint, random_init, limit, seed)
     else:
         channels, native = getattr(train_set, "channels", 3), getattr(train_set, "native_size", None)
+        image_options = baseline_image_options(checkpoint, train_set, image_options)
         encoder = frozen_encoder(checkpoint, random_init, {"pooling": pooling} if pooling else None, channels,
                                  native, **{key: v for key, v in image_options.items() if v is not None})
         batch_size = batch_size or (256 if modality == "image" else 64)
-        path = Path(out) if out else _default_out(protocol, checkpoint, data, random_init, image_options.get("backbone"))
+        path = Path(out) if out else _default_out(protocol, checkpoint, data, random_init, image_options.get("backbone"),
+                                                  seed=seed)
         cache = _features_file(path.parent, checkpoint, data, seed, random_init, pooling, test_fraction, limit,
                                image_options)
         if cache.exists():  # knn after linear (or a rerun): the same encoder's features of the same split
@@ -100,7 +113,7 @@ def evaluate(protocol: str, checkpoint: str, data: str | None = None, k: int | N
               "random_init": random_init, "modality": modality, "data": data, "n_train": len(train_set),
               "n_test": len(test_set), "classes": len(train_set.classes), "seconds": round(time.time() - start, 1)}
     return write_result(result, Path(out) if out else _default_out(protocol, checkpoint, data, random_init,
-                                                                   image_options.get("backbone")))
+                                                                   image_options.get("backbone"), seed=seed))
 
 
 def top1(protocol: str, train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
@@ -187,9 +200,24 @@ def data_tag(data: str) -> str:
     return data.replace("/", "_").replace(":", "_").strip("_.")
 
 
-def _default_out(protocol: str, checkpoint: str, data: str, random_init: bool, backbone: str | None) -> Path:
+def _default_out(protocol: str, checkpoint: str, data: str, random_init: bool, backbone: str | None,
+                 seed: int | None = None) -> Path:
+    """runs/baselines/NAME-PROTOCOL-DATA.json for a baseline, RUN/eval/PROTOCOL-DATA.json for a checkpoint; a
+    random-init encoder's name carries its seed (given `seed`), so runs with another --seed keep their own file."""
+    seeded = f"-seed{seed}" if seed is not None else ""
     if checkpoint in ("random", "pixels", "tfidf", "mfcc"):
-        name = f"random-{(backbone or 'resnet18').replace(':', '_')}" if checkpoint == "random" else checkpoint
+        name = f"random-{(backbone or 'resnet18').replace(':', '_')}{seeded}" if checkpoint == "random" else checkpoint
         return Path("runs") / "baselines" / f"{name}-{protocol}-{data_tag(data)}.json"
-    twin = "-random-init" if random_init else ""
+    twin = f"-random-init{seeded}" if random_init else ""
     return Path(checkpoint).resolve().parent.parent / "eval" / f"{protocol}-{data_tag(data)}{twin}.json"
+
+
+def baseline_image_options(checkpoint: str, train_set: Any, image_options: dict[str, Any]) -> dict[str, Any]:
+    """`image_options` with image_size set for a 'random' or 'pixels' baseline on an image folder when none was
+    given: the side `selfsup train` picks for those images (data.folder.folder_image_size), so the baseline is
+    measured with the protocol of the checkpoints it is compared with. Anything else is returned as it is."""
+    if checkpoint not in ("random", "pixels") or image_options.get("image_size") or \
+            not isinstance(train_set, FolderImageSet):
+        return image_options
+    found = folder_image_size(train_set.paths)
+    return {**image_options, "image_size": found[0]} if found else image_options

@@ -16,7 +16,10 @@ class TrainConfig:
     """Everything about a run that is not the method's own hyperparameters."""
 
     data: str = "fashion-mnist"  # built-in name, name:DIR, an image folder, or shards:PATTERN (tar shards)
-    image_size: int | None = None  # None: the built-in set's own size, 224 for folders
+    # None: a built-in set's own size; an image folder's: the median shorter side of a seeded sample of up to 512 of
+    # its images (file headers only), rounded to a multiple of 8 and kept within [16, 224] (data.folder_image_size),
+    # printed in the run's summary; tar shards: 224. A resumed run keeps its size.
+    image_size: int | None = None
     epochs: int | None = None  # None with no max_steps: 100 epochs
     max_steps: int | None = None
     batch_size: int = 256  # per device
@@ -35,6 +38,11 @@ class TrainConfig:
     on_bad_image: str = "skip"  # skip | error: an image file that cannot be decoded is skipped and listed, or fatal
     on_nan_loss: str = "stop"  # stop | skip: a NaN/inf loss stops the run, or its step's update is skipped
     monitor_every: int = 50  # steps between the collapse figures (train/monitor.py), logged as collapse/*; 0: off
+    # steps between online kNN probes (train/probe.py: 2,000 train / 1,000 test examples, k=20), logged as
+    # probe/knn_top1, and at the last step; None: every tenth of the run, at least 100 steps apart, when the data is
+    # a labelled built-in set or probe_data is given (else off); 0: off
+    probe_every: int | None = None
+    probe_data: str | None = None  # labelled images for the probe (DIR/<class>/..., DIR/train|test/..., a built-in)
     limit_samples: int | None = None  # train on a seeded random subset of this many images
 
 

@@ -210,8 +210,11 @@ def make_trainer(out: Path, max_epochs: int | None, max_steps: int | None, preci
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*sync_dist=True.*")
     warnings.filterwarnings("ignore", ".*LeafSpec.*")
+    # The loggers write every log_every_n_steps optimiser steps across epochs, so epochs shorter than that are logged.
+    warnings.filterwarnings("ignore", ".*smaller than the logging interval.*")
     # Lightning's start-up notes (accelerators found, tips) would bury our one-line summary.
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    logging.getLogger("lightning.fabric").setLevel(logging.WARNING)  # "Initializing distributed: GLOBAL_RANK ..."
     logs = Path(out) / "logs"
     loggers = [CSVLogger(logs, name="csv")] + ([TensorBoardLogger(logs, name="tensorboard")] if tensorboard else [])
     plugins = [AtomicCheckpointIO(), *options.pop("plugins", [])]

@@ -27,17 +27,20 @@ from selfsup.data import (
     open_shards,
     open_unlabeled,
 )
+from selfsup.data.folder import SIZE_MAX, SIZE_MIN, SIZE_STEP, folder_image_size
 from selfsup.errors import SelfsupError
 from selfsup.methods import RENAMED, Method, build, make_config, method_class
 from selfsup.ranges import check_ranges
 from selfsup.train.config import TrainConfig, check_choices, split_options
 from selfsup.train.module import GlobalBatchNormSync, SelfsupModule, StepCheckpoints, make_trainer
+from selfsup.train.probe import KnnProbe, open_probe
 from selfsup.train.resume import EpochSampler, KeyedSamples
 from selfsup.train.shard_stream import ShardStream
+from selfsup.train.throughput import StepTimer
 from selfsup.views import TransformedImages
 
 DEFAULT_EPOCHS = 100
-FOLDER_IMAGE_SIZE = 224
+FOLDER_IMAGE_SIZE = 224  # tar shards without --image-size (a folder's default follows its images)
 BAD_IMAGES = "bad_images.txt"  # in the run folder: 'path<TAB>reason' for every image file skipped
 # Lightning's DDP launcher starts ranks 1.. by running the same command again; this tells them the run folder.
 RUN_DIR_ENV = "SELFSUP_RUN_DIR"
@@ -71,6 +74,7 @@ def train(method_name: str, options: dict[str, Any], out: str | None = None, res
     if config.on_nan_loss == "skip" and config.devices * config.num_nodes > 1:
         raise SelfsupError("on_nan_loss=skip works on one device only (Lightning cannot skip a step under DDP); "
                            "drop it, or train on one device")
+    probe = open_probe(config, cls.modality)  # its labelled sample, or a refusal, before anything is written
     L.seed_everything(config.seed, workers=True, verbose=False)
     run_dir.mkdir(parents=True, exist_ok=True)
 
@@ -78,7 +82,9 @@ def train(method_name: str, options: dict[str, Any], out: str | None = None, res
     setup = (_image_setup if cls.modality == "image" else _opened_setup)(cls, method_options, config, run_dir,
                                                                           checkpoint)
     method = setup.method
-    trainer = _trainer(config, run_dir, folder, progress)
+    timer = StepTimer()
+    trainer = _trainer(config, run_dir, folder, progress, [timer], [probe] if probe else [])
+    trainer.callbacks.append(timer.tail)  # after Lightning's own (the progress bar): the wait for data starts there
     n_samples = len(setup.samples)
     prepared = [n_samples, n_samples // (config.batch_size * trainer.world_size)]
     meta = {"method": method_name, "modality": cls.modality, "version": __version__, "seed": config.seed,
@@ -97,10 +103,10 @@ def train(method_name: str, options: dict[str, Any], out: str | None = None, res
     warning = method.prepare(*prepared)
     n_params = sum(p.numel() for p in method.encoder().parameters()) / 1e6
     say = print if trainer.global_rank == 0 else (lambda *_: None)  # one summary, not one per process
-    say(f"{method_name} | {method.network_name()} ({n_params:.1f}M params{setup.input_shape}) | "
-        f"{n_samples} {setup.noun} from {config.data}{setup.note} | batch {config.batch_size}"
+    say(f"{method_name} | {method.network_name()} ({n_params:.1f}M params) | "
+        f"{n_samples} {setup.noun} from {config.data}{setup.note}{_inputs(setup, loader)} | batch {config.batch_size}"
         f"{f' x {trainer.world_size} devices' if trainer.world_size > 1 else ''} | {resolved_precision(config)} | "
-        f"run folder {run_dir}")
+        f"run folder {run_dir} (logs: logs/csv/version_{trainer.loggers[0].version}/metrics.csv, logs/tensorboard)")
     if warning and trainer.global_rank == 0:
         print(f"selfsup: warning: {warning}", file=sys.stderr)
     module = SelfsupModule(method, meta, setup.batch_views, config.on_nan_loss, _channels_last(config),
@@ -116,11 +122,34 @@ def train(method_name: str, options: dict[str, Any], out: str | None = None, res
                                   f"'{folder / LAST}' holds it: continue with --resume --out {run_dir}") from None
     finally:
         os.environ.pop(RUN_DIR_ENV, None)
+    seconds = time.time() - start
     skipped = f"; skipped steps with a NaN/inf loss: {module.skipped_steps}" if module.skipped_steps else ""
     saved = f"checkpoint: {folder / LAST}" if (folder / LAST).exists() else "no checkpoint was written"
-    say(f"trained {trainer.global_step} steps in {time.time() - start:.0f}s; {saved}"
-        f"{_late_bad_images(run_dir)}{skipped}")
+    say(f"trained {trainer.global_step} steps in {seconds:.0f}s; {saved}"
+        f"{_late_bad_images(run_dir)}{skipped}{_probed(probe, seconds)}")
+    report = timer.report(config.batch_size * trainer.world_size, setup.noun, _hints(setup, loader))
+    if report:
+        say(report)
     return run_dir
+
+
+def _probed(probe: KnnProbe | None, seconds: float) -> str:
+    """'; online kNN top-1 ...' for the closing line when the probe ran."""
+    if probe is None or probe.last is None:
+        return ""
+    step, top1 = probe.last
+    return (f"; online kNN top-1 {top1:.4f} at step {step} ({probe.describe()}; the probe took {probe.seconds:.1f}s, "
+            f"{probe.seconds / max(seconds, 1e-9):.0%} of the run)")
+
+
+def _hints(setup: "_Setup", loader: DataLoader) -> list[str]:
+    """What makes the data side faster, for the data-bound report."""
+    hints = [] if setup.batched else [f"more --num-workers (now {loader.num_workers})"]
+    if setup.can_batch and not setup.batched:
+        hints.append("views made on the device (--set batched_views=true)")
+    if setup.input_shape:
+        hints.append(f"a smaller --image-size (now {setup.meta['image_size']})")
+    return hints
 
 
 @dataclasses.dataclass
@@ -134,7 +163,9 @@ class _Setup:
     batched: bool = False  # the loader stacks uint8 images and `batch_views` makes the views on the device
     batch_views: Any = None
     collate: Any = None  # the loader's collate_fn; None: torch's default
-    input_shape: str = ""
+    input_shape: str = ""  # images: "CxS px" and how S was chosen
+    views_name: str = ""  # images: the view recipe's class
+    can_batch: bool = False  # the views could be made on the device (images of one size, a recipe with `batch`)
     noun: str = "images"
     note: str = ""
 
@@ -143,9 +174,9 @@ def _image_setup(cls: type[Method], method_options: dict[str, Any], config: Trai
                  checkpoint: dict[str, Any] | None) -> _Setup:
     images = open_shards(config.data) if is_shard_spec(config.data) else open_unlabeled(config.data)
     channels, native_size = images.channels, images.native_size
+    image_size, size_note = _image_size(config, images, checkpoint)  # of the whole folder, before limit_samples
     images, skipped_note = _usable_images(_limited(images, config), config, run_dir)
     _check_one_batch(len(images), "usable images", config, skipped_note)
-    image_size = config.image_size or native_size or FOLDER_IMAGE_SIZE
     method = build(cls.name, {"in_chans": channels, "image_size": image_size}, **method_options)
     views = method.default_views(image_size, channels)
     batched = config.batched_views if config.batched_views is not None else native_size is not None
@@ -159,7 +190,36 @@ def _image_setup(cls: type[Method], method_options: dict[str, Any], config: Trai
     images = method.training_images(images)
     return _Setup(method, {"in_chans": channels, "image_size": image_size}, images,
                   views=None if batched else views, batched=batched, batch_views=views if batched else None,
-                  input_shape=f", {channels}x{image_size}px", note=skipped_note)
+                  input_shape=f"{channels}x{image_size} px{size_note}", views_name=type(views).__name__,
+                  can_batch=native_size is not None and views.batch is not None, note=skipped_note)
+
+
+def _inputs(setup: _Setup, loader: DataLoader) -> str:
+    """' | 1x28 px | views SimCLRViews, batched on the device' for the summary of an image run, else ''."""
+    if not setup.input_shape:
+        return ""
+    workers = loader.num_workers
+    where = ("batched on the device" if setup.batched else
+             f"per sample in {workers} loader worker{'s' * (workers > 1)}" if workers else
+             "per sample in the main process")
+    return f" | {setup.input_shape} | views {setup.views_name}, {where}"
+
+
+def _image_size(config: TrainConfig, images: Any, checkpoint: dict[str, Any] | None) -> tuple[int, str]:
+    """(training side, how it was chosen, for the summary): --image-size, a resumed run's own, a built-in set's own,
+    or for a folder the rule of data.folder.folder_image_size (tar shards: FOLDER_IMAGE_SIZE)."""
+    if config.image_size:
+        return config.image_size, ""
+    if checkpoint is not None:  # the size the run was made with, even if the folder changed since
+        return checkpoint["selfsup"]["image_size"], ""
+    if images.native_size:
+        return images.native_size, " (the set's own)"
+    found = folder_image_size(images.paths) if isinstance(images, FolderImageSet) else None
+    if found is None:
+        return FOLDER_IMAGE_SIZE, " (the default for tar shards; --image-size to change)"
+    size, median = found
+    return size, (f" (the images' median shorter side, {median:g} px, rounded to a multiple of {SIZE_STEP} within "
+                  f"[{SIZE_MIN}, {SIZE_MAX}]; --image-size to change)")
 
 
 def _opened_setup(cls: type[Method], method_options: dict[str, Any], config: TrainConfig, run_dir: Path,
@@ -209,7 +269,7 @@ class TrainingInterrupted(SelfsupError):
 # What a resumed run may change: how long it goes on and how it saves and shows itself. Anything else (the batch,
 # devices, data, the method's options ...) changes the arithmetic the checkpoint's state was made with.
 RESUMABLE_CHANGES = ("max_steps", "epochs", "checkpoint_every", "keep_last", "num_workers", "on_nan_loss",
-                     "monitor_every")
+                     "monitor_every", "probe_every", "probe_data")
 
 
 def _check_resumable(options: dict[str, Any], saved: dict[str, Any]) -> None:
@@ -324,7 +384,9 @@ def train_loader(dataset: Dataset, config: TrainConfig, batched: bool = False,
                       pin_memory=torch.cuda.is_available(), generator=generator, collate_fn=collate)
 
 
-def _trainer(config: TrainConfig, run_dir: Path, folder: Path, progress: bool) -> L.Trainer:
+def _trainer(config: TrainConfig, run_dir: Path, folder: Path, progress: bool, first: list[L.Callback],
+             then: list[L.Callback]) -> L.Trainer:
+    """The run's Trainer; its callbacks: `first`, the step checkpoints, `then`."""
     epochs = config.epochs or (None if config.max_steps else DEFAULT_EPOCHS)
     # Our EpochSampler resumes mid-epoch from the restored step; Lightning cannot see that and warns.
     warnings.filterwarnings("ignore", ".*your dataloader is not resumable.*")
@@ -335,7 +397,8 @@ def _trainer(config: TrainConfig, run_dir: Path, folder: Path, progress: bool) -
     return make_trainer(
         run_dir, epochs, config.max_steps, resolved_precision(config), config.accelerator, progress, tensorboard=True,
         devices=config.devices, num_nodes=config.num_nodes, sync_batchnorm=config.sync_batchnorm and on_gpu(config),
-        callbacks=[StepCheckpoints(folder, config.checkpoint_every, config.keep_last)], plugins=global_bn,
+        callbacks=[*first, StepCheckpoints(folder, config.checkpoint_every, config.keep_last), *then],
+        plugins=global_bn,
         # the sampler shards the data by rank itself (EpochSampler): Lightning must not replace it
         use_distributed_sampler=False)
 
