@@ -28,7 +28,8 @@ def embed(checkpoint: str, out: str | Path, data: str | None = None, split: str 
     path or index per line, a tab and the label when labelled), or FILE.csv (path|index, label, e0 ... e{D-1}).
     data: an image folder without `split` is every image file under it, unlabelled; anything else (a built-in set,
     NAME:DIR, a labelled folder, text and audio evaluation sets) is the labelled split `split` (train by default)
-    as `selfsup eval` opens it, with seed `seed` [data: the modality's evaluation set].
+    as `selfsup eval` opens it, with seed `seed` [data: what the checkpoint was pretrained on when it can be opened
+    here, else the modality's evaluation set].
     Raises SelfsupError for an unknown extension, a folder of `out` that does not exist, a baseline name or a file
     that is not a pretraining checkpoint, and data the checkpoint's modality cannot read."""
     out = _check_out(out)
@@ -37,7 +38,7 @@ def embed(checkpoint: str, out: str | Path, data: str | None = None, split: str 
                            "baseline with no checkpoint")
     modality = checkpoint_modality(checkpoint)
     encoder = frozen_encoder(checkpoint)
-    data = data or DEFAULT_DATA.get(modality, "")
+    data = data or trained_on(checkpoint) or DEFAULT_DATA.get(modality, "")
     examples, by_path = _open(modality, data, split, seed)
     features, labels = extract_features(encoder, examples, batch_size or (256 if modality == "image" else 64),
                                         desc="embed")
@@ -48,6 +49,18 @@ def embed(checkpoint: str, out: str | Path, data: str | None = None, split: str 
     return {"files": [str(f) for f in files], "rows": len(features), "dim": int(features.shape[1]),
             "labelled": named is not None, "encoder": encoder.description,
             "data": data + (f" ({split})" if split else "")}
+
+
+def trained_on(checkpoint: str) -> str | None:
+    """The data `checkpoint` was pretrained on, where it can still be opened here (a built-in name or an existing
+    folder); None otherwise (shards, a moved folder)."""
+    from selfsup.checkpoints import read_meta
+    from selfsup.data import BUILTIN
+
+    data = str(read_meta(checkpoint).get("train", {}).get("data") or "")
+    if data.partition(":")[0] in BUILTIN or os.path.isdir(os.path.expanduser(data)):
+        return data
+    return None
 
 
 def _check_out(out: str | Path) -> Path:
