@@ -4,17 +4,11 @@ one line each."""
 import pytest
 from PIL import Image
 
-from selfsup.cli import main
 from selfsup.eval.plots import read_metrics
+from tests.test_cli import run
 
 TINY = ["--backbone", "resnet10t", "--num-workers", "0", "--no-progress", "--batch-size", "32",
         "--set", "proj_hidden_dim=16", "--set", "proj_dim=8", "--set", "backbone_kwargs={channels: [8, 16, 32, 64]}"]
-
-
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def test_a_tiny_run_gives_one_png_of_its_curves(tmp_path, capsys):
