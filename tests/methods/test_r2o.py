@@ -28,6 +28,14 @@ def test_registered_with_the_paper_defaults():
     assert abs(c.k_hold_fraction - 40 / 300) < 1e-12
 
 
+def test_n_masks_which_r2o_does_not_use_is_refused_in_one_line(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "r2o", "--set", "n_masks=8", "--max-steps", "1", "--no-progress", "--out", str(out)]) != 0
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "n_masks=8 would be ignored" in err and "k_start" in err
+    assert not out.exists()  # no empty run folder left behind
+
+
 def test_region_count_holds_then_falls_by_a_cosine_to_k_end():
     assert [region_count(s, 300, 128, 4, 40 / 300) for s in (0, 20, 40)] == [128, 128, 128]
     assert region_count(170, 300, 128, 4, 40 / 300) == 66  # half way down the cosine: (128 + 4) / 2

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 import torch
 
+from selfsup.errors import SelfsupError
 from selfsup.losses.r2o import RegionBYOLLoss
 from selfsup.methods.detcon import DetConB, DetConBConfig
 from selfsup.methods.registry import register
@@ -48,6 +49,9 @@ class R2O(DetConB):
     config_class = R2OConfig
 
     def __init__(self, config: R2OConfig, in_chans: int = 3):
+        if config.n_masks != R2OConfig.n_masks:  # inherited from DetCon's config; R2O pools every region instead
+            raise SelfsupError(f"r2o pools every one of the K regions k-means finds, so n_masks={config.n_masks} "
+                               "would be ignored: drop it and set K with --set k_start=N / k_end=N")
         super().__init__(config, in_chans)
         self.criterion = RegionBYOLLoss()
         self.register_buffer("k", torch.tensor(config.k_start))  # current K of the curriculum, logged

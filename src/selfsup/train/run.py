@@ -76,11 +76,17 @@ def train(method_name: str, options: dict[str, Any], out: str | None = None, res
                            "drop it, or train on one device")
     probe = open_probe(config, cls.modality)  # its labelled sample, or a refusal, before anything is written
     L.seed_everything(config.seed, workers=True, verbose=False)
+    created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
 
     # Image methods share the image openers (folders, shards, bad files, batched views); others open their own data.
-    setup = (_image_setup if cls.modality == "image" else _opened_setup)(cls, method_options, config, run_dir,
-                                                                          checkpoint)
+    try:
+        setup = (_image_setup if cls.modality == "image" else _opened_setup)(cls, method_options, config, run_dir,
+                                                                              checkpoint)
+    except BaseException:  # bad data or method options: leave no empty run folder behind
+        if created and not any(run_dir.iterdir()):
+            run_dir.rmdir()
+        raise
     method = setup.method
     timer = StepTimer()
     trainer = _trainer(config, run_dir, folder, progress, [timer], [probe] if probe else [])
