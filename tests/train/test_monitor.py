@@ -69,7 +69,7 @@ def test_a_collapsing_run_warns_once_and_a_healthy_one_does_not(toy_methods, tmp
     err, rows = _train("toy-pull", tmp_path, capsys)
     assert [int(r["step"]) for r in rows] == [19, 39, 59]  # logged every monitor_every steps
     assert err.count("warning: toy-pull's embeddings look collapsed") == 1, err
-    assert float(rows[-1]["collapse/effective_rank"]) < 2.0
+    assert float(rows[-1]["collapse/effective_rank"]) < 2.0  # below RANK_FLOOR 4 with a margin
     err, rows = _train("toy-align", tmp_path, capsys)  # the same toy with a variance floor (test_contract.py)
     assert "collapsed" not in err and len(rows) == 3
-    assert all(float(r["collapse/std_x_sqrt_d"]) > 0.1 and float(r["collapse/effective_rank"]) > 2.0 for r in rows)
+    assert all(float(r["collapse/std_x_sqrt_d"]) > 0.1 and float(r["collapse/effective_rank"]) > 8 for r in rows)
