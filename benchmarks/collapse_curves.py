@@ -24,7 +24,8 @@ from selfsup.train.monitor import collapse_warning
 HERE = Path(__file__).parent
 STEPS, EVERY = 300, 25
 NARROW = "{channels: [16, 32, 64, 128], stem_width: 16}"
-COMMON = ["--data", "fashion-mnist", "--backbone", "resnet18", "--set", f"backbone_kwargs={NARROW}", "--batch-size", "256",
+COMMON = ["--data", "fashion-mnist", "--backbone", "resnet18", "--set", f"backbone_kwargs={NARROW}", "--batch-size",
+          "256",
           "--max-steps", str(STEPS), "--probe-every", str(EVERY), "--set", f"monitor_every={EVERY}", "--set",
           "proj_hidden_dim=512", "--set", "proj_dim=512", "--set", "pred_hidden_dim=128", "--set", "crop_min_scale=0.4",
           "--no-progress"]
@@ -73,7 +74,8 @@ def main_() -> None:
         assert main(["plot", "curves", "--run", str(run), "--out", str(figure)]) == 0
         f, warned = last_row(run)
         lines.append(f"| {name} | {float(f['probe/knn_top1']):.4f} | {float(f['collapse/std']):.4f} | "
-                     f"{float(f['collapse/std_x_sqrt_d']):.3f} | {float(f['collapse/effective_rank']):.2f} | {warned} | "
+                     f"{float(f['collapse/std_x_sqrt_d']):.3f} | {float(f['collapse/effective_rank']):.2f} | "
+                     f"{warned} | "
                      f"[{figure.name}]({figure.name}) |")
     METHODS.pop(SimSiamNoStopGradient.name)
     (HERE / "results" / "collapse_curves.md").write_text("\n".join(lines) + "\n")

@@ -1,7 +1,8 @@
-"""What object-level pretraining costs over its image-level base: the training step of DetCon-S, DetCon-B and R2O
-against BYOL and SimCLR on the same backbone, batch and image size, and the one-off cost of the unsupervised masks.
+"""What object-level pretraining costs over its image-level base: the training step of DetCon-S, DetCon-B, R2O and
+DetCo against BYOL, SimCLR and MoCo v2 on the same backbone, batch and image size, and the one-off cost of the
+unsupervised masks.
 
-    python benchmarks/dense_step.py        # writes benchmarks/results/dense_step.md and .json
+    python benchmarks/dense_step.py [THREADS]    # writes benchmarks/results/dense_step.md and .json
 
 Model-only steps (forward, backward, optimiser) on fixed batches made by each method's own views from real images
 (paste-scenes at 64 px when installed, else Fashion-MNIST at 28 px upscaled), timed after warm-up, median of
@@ -28,7 +29,7 @@ from selfsup.train.optim import create_optimizer
 HERE = Path(__file__).parent
 BATCH, SIZE, REPEATS = 32, 64, 7
 SETTINGS = dict(backbone="resnet18", small_stem=True)  # 8x8 last map at 64 px: the masks pool different cells
-METHODS = ("simclr", "byol", "detcon-s", "detcon-b", "r2o")
+METHODS = ("simclr", "byol", "detcon-s", "detcon-b", "r2o", "mocov2", "detco")
 
 
 def images() -> ArrayImageSet:
@@ -81,13 +82,15 @@ def main() -> None:
     steps = {name: step_seconds(name, data) for name in METHODS}
     masks = {f"{source} at {side} px": mask_cost(MaskRecipe(source, n_segments=100 if source == "slic" else 16), side)
              for source in ("fh", "slic") for side in (64, 224)}
-    rows = [f"| {name} | {seconds * 1000:.0f} | {seconds / steps['byol']:.2f} | {seconds / steps['simclr']:.2f} |"
+    rows = [f"| {name} | {seconds * 1000:.0f} | {seconds / steps['byol']:.2f} | {seconds / steps['simclr']:.2f} | "
+            f"{seconds / steps['mocov2']:.2f} |"
             for name, seconds in steps.items()]
     lines = ["# Object-level pretraining: step cost against the image-level bases", "",
-             f"`python benchmarks/dense_step.py` on this project's 2-core CPU machine, {torch.get_num_threads()} "
-             f"threads: resnet18 (CIFAR stem), batch {BATCH}, {SIZE} px, images from {data.name}; model-only step "
-             f"(forward, backward, SGD), median of {REPEATS} after 2 warm-up steps, all in one process.", "",
-             "| method | ms per step | x BYOL | x SimCLR |", "|---|---|---|---|", *rows, "",
+             f"`python benchmarks/dense_step.py` on this project's 2-core CPU machine, torch threads: "
+             f"{torch.get_num_threads()}; resnet18 (CIFAR stem), batch {BATCH}, {SIZE} px, images from {data.name}; "
+             f"model-only step (forward, backward, SGD), median of {REPEATS} after 2 warm-up steps, all in one "
+             "process.", "",
+             "| method | ms per step | x BYOL | x SimCLR | x MoCo v2 |", "|---|---|---|---|---|", *rows, "",
              "One-off mask cost (computed once per image, then cached; a later epoch or run pays nothing):", "",
              "| masks | seconds per 1,000 images |", "|---|---|",
              *[f"| {name} | {seconds:.1f} |" for name, seconds in masks.items()]]
