@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+from selfsup.errors import SelfsupError
+
 
 def not_a_checkpoint(path: str | Path) -> str | None:
     """Why the existing file `path` cannot be a selfsup checkpoint, judged from its first bytes, or None.
@@ -12,3 +14,12 @@ def not_a_checkpoint(path: str | Path) -> str | None:
         return (f"'{path}' is not a selfsup checkpoint (not a PyTorch checkpoint archive); pass one written by "
                 "`selfsup train` (RUN/checkpoints/last.ckpt)")
     return None
+
+
+def in_existing_folder(out: str | Path) -> Path:
+    """The output path `out` (~ expanded); a SelfsupError naming the folder to create when its folder is missing."""
+    out = Path(out).expanduser()
+    if not out.parent.is_dir():
+        raise SelfsupError(f"the folder of --out '{out}' does not exist: create '{out.parent}' first, or pass a "
+                           "file in an existing folder")
+    return out

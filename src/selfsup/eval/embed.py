@@ -15,6 +15,7 @@ from torch.utils.data import Dataset
 from selfsup.errors import SelfsupError
 from selfsup.eval.features import FEATURE_BASELINES, checkpoint_modality, extract_features, frozen_encoder
 from selfsup.eval.run import DEFAULT_DATA, open_labeled_split
+from selfsup.files import in_existing_folder
 
 Names = list[str] | list[int]
 
@@ -68,10 +69,7 @@ def _check_out(out: str | Path) -> Path:
     if out.suffix not in WRITERS:
         raise SelfsupError(f"--out '{out}' has an unknown extension '{out.suffix}'; pass FILE.parquet, FILE.npy "
                            "(with FILE.paths.txt beside it) or FILE.csv")
-    if not out.parent.is_dir():
-        raise SelfsupError(f"the folder of --out '{out}' does not exist: create '{out.parent}' first, or pass a "
-                           "file in an existing folder")
-    return out
+    return in_existing_folder(out)
 
 
 def _open(modality: str, data: str, split: str | None, seed: int) -> tuple[Dataset, bool]:

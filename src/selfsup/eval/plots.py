@@ -21,6 +21,7 @@ from selfsup.data import open_labeled, open_unlabeled
 from selfsup.errors import SelfsupError
 from selfsup.eval.features import checkpoint_modality, extract_features, frozen_encoder
 from selfsup.eval.run import DEFAULT_DATA, baseline_image_options, check_options, open_labeled_split
+from selfsup.files import in_existing_folder
 from selfsup.views import EvalTransform, normalization_for
 
 
@@ -145,9 +146,7 @@ def plot_curves(run: str | Path, out: str | Path | None = None) -> Path:
     (default RUN/curves.png; another extension matplotlib writes, .pdf or .svg, gives that format)."""
     run = Path(run)
     curves = read_metrics(run)
-    out = Path(out) if out else run / "curves.png"
-    if not out.parent.is_dir():
-        raise SelfsupError(f"the folder of --out '{out}' does not exist: create it first, or pass another path")
+    out = in_existing_folder(out) if out else run / "curves.png"
     formats = FigureCanvasBase.get_supported_filetypes()
     if out.suffix.lower().lstrip(".") not in formats:
         raise SelfsupError(f"--out '{out}' has an extension matplotlib does not write: pass FILE.png (or "
