@@ -27,38 +27,16 @@ from selfsup.data import open_labeled
 from selfsup.eval import extract_features, frozen_encoder, knn_predict
 from selfsup.eval.linear import linear_probe
 from selfsup.methods import METHODS
+from selfsup.train.recipes import CPU_METHOD_OPTIONS
 
 HERE = Path(__file__).parent
 # A quarter-width ResNet-18 (128-d features), as in the learning tests: the whole table runs in ~40 minutes.
 NARROW = {"channels": [16, 32, 64, 128], "stem_width": 16}
 SHARED = {"data": "fashion-mnist", "backbone": "resnet18", "backbone_kwargs": NARROW, "batch_size": 256,
           "optimizer": "adamw", "lr": 0.001, "weight_decay": 1e-4, "seed": 0, "checkpoint_every": 50}
-# CPU-sized heads (the papers' 2048-8192-wide MLPs would cost more than the backbone at 128-d) and
-# the settings a ~1-epoch budget on 28 px grayscale images needs; everything else is the paper's.
-# Crops of scale 0.4-1 instead of 0.08/0.2-1: at 28 px a small crop is a few pixels of texture, and the
-# learning tests found the milder crops better for every method in a short run.
-PER_METHOD: dict[str, dict] = {
-    "simclr": {"temperature": 0.2, "proj_hidden_dim": 512, "crop_min_scale": 0.4, "jitter_strength": 0.5},
-    "simclrv2": {"temperature": 0.2, "proj_hidden_dim": 512, "crop_min_scale": 0.4, "jitter_strength": 0.5},
-    "barlowtwins": {"proj_hidden_dim": 512, "proj_dim": 512, "crop_min_scale": 0.4},
-    "instdisc": {"temperature": 0.5, "crop_min_scale": 0.4},  # τ 0.07 with Z fixed at step 1 diverges (test_instdisc)
-    "exemplar": {"limit_samples": 8000},  # the paper's best number of surrogate classes
-    "mocov1": {"temperature": 0.2, "queue_size": 2048, "ema_rate": 0.99, "crop_min_scale": 0.4,
-               "warmup_fraction": 0.1},
-    "mocov2": {"queue_size": 2048, "ema_rate": 0.99, "proj_hidden_dim": 512, "crop_min_scale": 0.4,
-               "jitter_strength": 0.5, "warmup_fraction": 0.1},
-    "mocov3": {"temperature": 0.2, "proj_hidden_dim": 512, "pred_hidden_dim": 512, "proj_dim": 128,
-               "ema_base": 0.9, "crop_min_scale": 0.4},
-    "byol": {"proj_hidden_dim": 512, "proj_dim": 128, "pred_hidden_dim": 512, "ema_base": 0.9,
-             "crop_min_scale": 0.4},
-    "simsiam": {"proj_hidden_dim": 512, "proj_dim": 512, "pred_hidden_dim": 128, "crop_min_scale": 0.4,
-                "warmup_fraction": 0.1},
-    "swav": {"proj_hidden_dim": 512, "global_min_scale": 0.4, "jitter_strength": 0.5, "n_local_crops": 0,
-             "freeze_prototypes_epochs": 0.2},
-    # 2 local crops of 12 px (DINO's 96/224 of the side) instead of 8: each crop costs a forward and backward
-    "dino": {"proj_hidden_dim": 512, "proj_dim": 128, "num_prototypes": 1024, "n_local_crops": 2,
-             "freeze_prototypes_epochs": 0.2, "ema_base": 0.99},
-}
+# CPU-sized heads and the settings a ~1-epoch budget on 28 px grayscale images needs: the CPU recipe's own
+# (selfsup.train.recipes); everything else is the paper's.
+PER_METHOD = CPU_METHOD_OPTIONS
 
 
 def main() -> None:

@@ -48,6 +48,39 @@ if [ ! -d "$DATA_CACHE/opencv-doc" ]; then
          "(its usr/share/doc/opencv-doc/examples/data/*.jpg|png in $DATA_CACHE/opencv-doc/)."
   fi
 fi
+# Google's and Twitter's 64 px emoji drawings with emoji.json, their categories (--data emoji): only those files of the
+# npm packages emoji-datasource-google/-twitter are kept, unpacked into a temporary folder renamed into place as
+# emoji/{emoji.json,google/,twitter/} (npm pack installs nothing; its cache and the 136 MB of tarballs are deleted).
+EMOJI_VERSION=16.0.0
+if [ ! -d "$DATA_CACHE/emoji" ]; then
+  if command -v npm >/dev/null; then
+    mkdir -p "$DATA_CACHE"
+    EMOJI_TMP=$(mktemp -d "$DATA_CACHE/.emoji.XXXXXX")
+    mkdir "$EMOJI_TMP/emoji"
+    EMOJI_OK=1
+    for VENDOR in google twitter; do
+      PKG="emoji-datasource-$VENDOR"
+      if (cd "$EMOJI_TMP" && npm pack -q --cache "$EMOJI_TMP/npm-cache" "$PKG@$EMOJI_VERSION" >/dev/null 2>&1) \
+         && tar -xzf "$EMOJI_TMP/$PKG-$EMOJI_VERSION.tgz" -C "$EMOJI_TMP" --wildcards \
+                package/emoji.json "package/img/$VENDOR/64/*.png"; then
+        mv "$EMOJI_TMP/package/img/$VENDOR/64" "$EMOJI_TMP/emoji/$VENDOR"
+        mv "$EMOJI_TMP/package/emoji.json" "$EMOJI_TMP/emoji/emoji.json"  # the same file in both packages
+        rm -rf "$EMOJI_TMP/package" "$EMOJI_TMP/$PKG-$EMOJI_VERSION.tgz"
+      else
+        EMOJI_OK=0
+      fi
+    done
+    if [ "$EMOJI_OK" = 1 ]; then
+      mv "$EMOJI_TMP/emoji" "$DATA_CACHE/emoji"
+    else
+      echo "Could not fetch emoji-datasource-google and -twitter $EMOJI_VERSION (npm pack): --data emoji needs their images."
+    fi
+    rm -rf "$EMOJI_TMP"
+  else
+    echo "npm is not available here: --data emoji needs emoji.json and img/<vendor>/64/*.png of the npm packages" \
+         "emoji-datasource-google and emoji-datasource-twitter $EMOJI_VERSION (in $DATA_CACHE/emoji/{emoji.json,google,twitter}/)."
+  fi
+fi
 
 # Fashion-MNIST, the default data set, comes from Debian's dataset-fashion-mnist package; the built-in speech
 # from espeak-ng (spoken words, synthesised once into the cache) and tuxpaint-stamps-default (human recordings).

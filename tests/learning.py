@@ -13,7 +13,8 @@ NARROW = {"channels": [16, 32, 64, 128], "stem_width": 16}  # a quarter-width Re
 # What every method's learning test shares: 8192 training images, quarter-width ResNet-18, AdamW.
 SHORT_RUN = dict(data="fashion-mnist", limit_samples=8192, backbone="resnet18", backbone_kwargs=NARROW,
                  max_steps=150, batch_size=128, optimizer="adamw", lr=0.002, weight_decay=1e-4, seed=0,
-                 probe_every=0)  # the test measures kNN itself; no online probe
+                 probe_every=0,  # the test measures kNN itself; no online probe
+                 recipe="paper")  # each test's own settings over the paper's, not a CPU recipe's
 # The masked image models' learning tests: a 2-block, 96-d ViT with 7 px patches (16 tokens + class token).
 SMALL_VIT = dict(backbone="timm:vit_tiny_patch16_224", weight_decay=0.05,
                  backbone_kwargs={"img_size": 28, "patch_size": 7, "depth": 2, "embed_dim": 96, "num_heads": 3})

@@ -186,6 +186,6 @@ def test_listing_and_refusals_answer_before_torch_is_imported(argv, message):
 def test_a_moco_queue_longer_than_the_data_warns(tmp_path, capsys):
     write_images(tmp_path / "ten", 10)
     code, _, err = run(capsys, "train", "mocov2", "--data", tmp_path / "ten", "--batch-size", 4, "--max-steps", 1,
-                       "--image-size", 16, "--out", tmp_path / "run", *TINY)
+                       "--image-size", 16, "--out", tmp_path / "run", "--recipe", "paper", *TINY)
     assert code == 0, err
     assert "queue_size 4096 keeps more keys than the 10 images" in err and "queue_size=6 or less" in err

@@ -30,6 +30,8 @@ TRAIN_FLAGS = {
     "sync_batchnorm": (bool, "BatchNorm statistics over the batch of all devices, as SimCLR's global BN [off]"),
     "channels_last": (bool, "channels-last memory layout for convolutions [on for GPUs]"),
     "compile": (bool, "torch.compile the backbone; the first steps take longer [off]"),
+    "recipe": (str, "auto (from the device, image size and number of images; printed and saved), cpu, gpu, or "
+                    "paper (the method's paper defaults) [auto; paper with --config]"),
     "seed": (int, "random seed [0]"),
     "limit_samples": (int, "train on a seeded random subset of this many images"),
     "checkpoint_every": (int, "steps between checkpoints (also written every epoch and on SIGTERM) [100]"),
@@ -252,6 +254,30 @@ def _parser() -> argparse.ArgumentParser:
     embed.add_argument("--out", required=True, help="FILE.parquet, FILE.npy (+ FILE.paths.txt) or FILE.csv")
     embed.set_defaults(run=_embed)
 
+    discover = commands.add_parser("discover", help="find the main object of each image from a ViT's last-layer "
+                                                    "keys (TokenCut): boxes, masks, a figure and CorLoc")
+    discover.add_argument("--checkpoint", required=True,
+                          help="a .ckpt file of an image method with a timm ViT backbone, or 'random' (untrained "
+                               "--backbone)")
+    discover.add_argument("--data", required=True, help="paste-scenes, paste-scenes-multi, trees, a dense folder "
+                                                        "(DIR/images/ with masks or boxes), or any image folder")
+    discover.add_argument("--out", required=True, help="folder for boxes.json, masks/, overlay.png, metrics.json")
+    discover.add_argument("--split", choices=["train", "test", "all"], help="split of dense data [test]")
+    discover.add_argument("--limit", type=int, help="the first N images only [all]")
+    discover.add_argument("--random-init", action="store_true", help="the checkpoint's ViT with fresh weights")
+    discover.add_argument("--backbone", help="for --checkpoint random: a timm ViT, e.g. timm:vit_tiny_patch16_224")
+    discover.add_argument("--backbone-kwargs", type=_yaml_mapping,
+                          help="for --checkpoint random: constructor options as YAML, e.g. '{img_size: 64, "
+                               "patch_size: 8}'")
+    discover.add_argument("--image-size", type=int, help="input side [the checkpoint's; random: the ViT's img_size]")
+    discover.add_argument("--tau", type=float, default=0.2, help="graph threshold on the keys' cosine [0.2]")
+    discover.add_argument("--eps", type=float, default=1e-5, help="weight of the pairs below --tau [1e-5]")
+    discover.add_argument("--batch-size", type=int, default=32, help="images per forward pass [32]")
+    discover.add_argument("--figure-images", type=int, default=16, help="images drawn in overlay.png [16]")
+    discover.add_argument("--seed", type=int, default=0, help="seeds a random-init ViT [0]")
+    discover.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    discover.set_defaults(run=_discover)
+
     export = commands.add_parser("export", help="write the encoder: an image backbone as safetensors or ONNX + a JSON "
                                                 "sidecar, a text or audio model as a Hugging Face folder")
     export.add_argument("--checkpoint", required=True)
@@ -336,6 +362,8 @@ def _train(args: argparse.Namespace) -> None:
     from selfsup.train.run import train
 
     options: dict[str, Any] = read_yaml(args.config) if args.config else {}
+    if args.config:  # a config file says what it wants; a recipe fills in only when asked
+        options.setdefault("recipe", "paper")
     for dest in [*TRAIN_FLAGS, "small_stem"]:
         if getattr(args, dest) is not None:
             options[dest] = getattr(args, dest)
@@ -453,6 +481,20 @@ def _embed(args: argparse.Namespace) -> None:
     labels = "with labels" if result["labelled"] else "unlabeled"
     print(f"embed {result['rows']} x {result['dim']} | {result['encoder']} | {result['data']} {labels} | "
           f"{' and '.join(result['files'])}")
+
+
+def _discover(args: argparse.Namespace) -> None:
+    from selfsup.eval.discover import discover
+
+    result = discover(args.checkpoint, args.data, args.out, split=args.split, limit=args.limit,
+                      random_init=args.random_init, backbone=args.backbone, backbone_kwargs=args.backbone_kwargs,
+                      image_size=args.image_size, batch_size=args.batch_size, tau=args.tau, eps=args.eps,
+                      figure_images=args.figure_images, seed=args.seed, progress=args.progress)
+    scores = (f"CorLoc {result['corloc']:.4f} (centred box {result['corloc_centred_box']:.4f}, "
+              f"{result['n_with_boxes']} images with boxes) | " if result.get("corloc") is not None else "")
+    tag = f" [{result['tag']} labels]" if result["tag"] else ""
+    print(f"discover {scores}{result['encoder']} | {result['split']}{tag} {result['n_images']} images | "
+          f"{result['seconds']}s | {result['out']}")
 
 
 def _export(args: argparse.Namespace) -> None:

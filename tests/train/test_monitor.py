@@ -59,7 +59,7 @@ def toy_methods():
 def _train(name, tmp_path, capsys) -> tuple[str, list[dict]]:
     run = tmp_path / name
     assert main(["train", name, "--data", "digits", "--max-steps", "60", "--batch-size", "64", "--out", str(run),
-                 "--num-workers", "0", "--no-progress", "--set", "monitor_every=20"]) == 0
+                 "--num-workers", "0", "--no-progress", "--set", "monitor_every=20", "--recipe", "paper"]) == 0
     rows = [row for path in run.glob("logs/csv/*/metrics.csv") for row in csv.DictReader(path.open())
             if row.get("collapse/std")]
     return capsys.readouterr().err, rows

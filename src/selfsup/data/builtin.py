@@ -13,6 +13,9 @@ import torch
 
 from selfsup.errors import SelfsupError
 
+from .emoji import CATEGORIES as EMOJI_CATEGORIES
+from .emoji import MISSING as EMOJI_MISSING
+from .emoji import load_emoji, source_dir
 from .idx import read_idx
 from .images import ArrayImageSet
 from .split import stratified_split
@@ -58,11 +61,12 @@ BUILTIN: dict[str, Builtin] = {
         "or pass --data mnist:DIR with a folder holding the four MNIST idx files",
     ),
     "digits": Builtin(_DIGIT_CLASSES, 8, None, ""),
+    "emoji": Builtin(EMOJI_CATEGORIES, 64, lambda: str(source_dir()), EMOJI_MISSING),  # 3 channels: see emoji.py
 }
 
 
 def load_builtin(name: str, split: str = "train", root: str | None = None) -> ArrayImageSet:
-    """A built-in set's split, in memory: uint8 (N, 1, S, S) images, labels 0..9.
+    """A built-in set's split, in memory: uint8 (N, 1, S, S) images, labels 0..9 (emoji: (N, 3, 64, 64), 0..8).
 
     root: a folder holding the four idx files instead of the installed ones (not for digits, whose
     train/test split is the seeded stratified one of `digits_set`, 20 % test, seed 0).
@@ -70,6 +74,8 @@ def load_builtin(name: str, split: str = "train", root: str | None = None) -> Ar
     info = builtin_info(name)
     if split not in SPLITS:
         raise SelfsupError(f"unknown split '{split}' of {name}: pass 'train' or 'test'")
+    if name == "emoji":  # PNGs and emoji.json of two npm packages, not idx files; root: emoji:DIR
+        return load_emoji(split, root)
     if info.default_dir is None:
         if root is not None:
             raise SelfsupError(f"{name} comes with scikit-learn and is read from no folder: pass --data {name}")

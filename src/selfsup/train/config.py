@@ -25,6 +25,9 @@ class TrainConfig:
     batch_size: int = 256  # per device
     num_workers: int | None = None  # None: 0 with batched views, else one fewer than the cores, at most 8
     batched_views: bool | None = None  # augment whole batches on the device; None: when images share one size
+    # auto | cpu | gpu | paper: options the user did not set come from a recipe (train/recipes.py) chosen from the
+    # device, image size and number of images (auto), or are the paper's (paper)
+    recipe: str = "auto"
     seed: int = 0
     devices: int = 1
     num_nodes: int = 1
@@ -47,7 +50,8 @@ class TrainConfig:
 
 
 CHOICES = {"on_bad_image": ("skip", "error"), "on_nan_loss": ("stop", "skip"), "accelerator": ("auto", "cpu", "gpu"),
-           "precision": ("auto", "32-true", "bf16-mixed", "16-mixed")}
+           "precision": ("auto", "32-true", "bf16-mixed", "16-mixed"),
+           "recipe": ("auto", "cpu", "gpu", "paper")}
 
 
 def check_choices(config: TrainConfig) -> None:

@@ -31,6 +31,7 @@ from selfsup.data.folder import SIZE_MAX, SIZE_MIN, SIZE_STEP, folder_image_size
 from selfsup.errors import SelfsupError
 from selfsup.methods import RENAMED, Method, build, make_config, method_class
 from selfsup.ranges import check_ranges
+from selfsup.train import recipes
 from selfsup.train.config import TrainConfig, check_choices, split_options
 from selfsup.train.module import GlobalBatchNormSync, SelfsupModule, StepCheckpoints, make_trainer
 from selfsup.train.probe import KnnProbe, open_probe
@@ -64,6 +65,9 @@ def train(method_name: str, options: dict[str, Any], out: str | None = None, res
         options = {**checkpoint["selfsup"]["train"], **saved, **options}
     elif (folder / LAST).exists() or step_checkpoints(folder):
         raise SelfsupError(f"'{run_dir}' already holds a run; pass --resume to continue it, or another --out")
+    images, recipe_line = None, ""
+    if checkpoint is None:  # a resumed run keeps the options its recipe chose
+        options, images, recipe_line = _with_recipe(cls, options)
     method_options, train_options = split_options(options, cls.config_class)
     check_ranges(options)  # every number, the method's and the run's, before anything is built
     config = TrainConfig(**{**cls.run_defaults, **train_options})
@@ -81,8 +85,10 @@ def train(method_name: str, options: dict[str, Any], out: str | None = None, res
 
     # Image methods share the image openers (folders, shards, bad files, batched views); others open their own data.
     try:
-        setup = (_image_setup if cls.modality == "image" else _opened_setup)(cls, method_options, config, run_dir,
-                                                                              checkpoint)
+        if cls.modality == "image":
+            setup = _image_setup(cls, method_options, config, run_dir, checkpoint, images)
+        else:
+            setup = _opened_setup(cls, method_options, config, run_dir, checkpoint)
     except BaseException:  # bad data or method options: leave no empty run folder behind
         if created and not any(run_dir.iterdir()):
             run_dir.rmdir()
@@ -113,6 +119,8 @@ def train(method_name: str, options: dict[str, Any], out: str | None = None, res
         f"{n_samples} {setup.noun} from {config.data}{setup.note}{_inputs(setup, loader)} | batch {config.batch_size}"
         f"{f' x {trainer.world_size} devices' if trainer.world_size > 1 else ''} | {resolved_precision(config)} | "
         f"run folder {run_dir} (logs: logs/csv/version_{trainer.loggers[0].version}/metrics.csv, logs/tensorboard)")
+    if recipe_line:
+        say(f"{recipe_line}; --recipe paper for the paper's settings")
     if warning and trainer.global_rank == 0:
         print(f"selfsup: warning: {warning}", file=sys.stderr)
     module = SelfsupModule(method, meta, setup.batch_views, config.on_nan_loss, _channels_last(config),
@@ -176,9 +184,33 @@ class _Setup:
     note: str = ""
 
 
+def _with_recipe(cls: type[Method], options: dict[str, Any]) -> tuple[dict[str, Any], Any, str]:
+    """(options with the recipe's under the user's, the opened training images or None, the recipe's line).
+
+    The recipe (train/recipes.py) is chosen from the device, the images' side and their number, so an image
+    method's data is opened here, once, and handed on to `_image_setup`."""
+    requested = options.get("recipe", TrainConfig.recipe)
+    backbone = getattr(cls.config_class, "backbone", None) if cls.modality == "image" else None
+    if requested == "paper" or backbone is None:
+        recipes.choose(cls.name, None, requested, None)  # still refuses an unknown name
+        return options, None, ""
+    data = options.get("data", cls.run_defaults.get("data", TrainConfig.data))
+    images = open_shards(data) if is_shard_spec(data) else open_unlabeled(data)
+    size = options.get("image_size") or images.native_size
+    if not size:
+        found = folder_image_size(images.paths) if isinstance(images, FolderImageSet) else None
+        size = found[0] if found else FOLDER_IMAGE_SIZE
+    n_images = min(len(images), options.get("limit_samples") or len(images))
+    accelerator = options.get("accelerator", TrainConfig.accelerator)
+    gpu = accelerator == "gpu" or (accelerator == "auto" and torch.cuda.is_available())
+    name, chosen, line = recipes.choose(cls.name, backbone, requested, recipes.DataFacts(n_images, size, gpu))
+    return {**recipes.merge(chosen, options), "recipe": name}, images, line
+
+
 def _image_setup(cls: type[Method], method_options: dict[str, Any], config: TrainConfig, run_dir: Path,
-                 checkpoint: dict[str, Any] | None) -> _Setup:
-    images = open_shards(config.data) if is_shard_spec(config.data) else open_unlabeled(config.data)
+                 checkpoint: dict[str, Any] | None, images: Any = None) -> _Setup:
+    if images is None:
+        images = open_shards(config.data) if is_shard_spec(config.data) else open_unlabeled(config.data)
     channels, native_size = images.channels, images.native_size
     image_size, size_note = _image_size(config, images, checkpoint)  # of the whole folder, before limit_samples
     images, skipped_note = _usable_images(_limited(images, config), config, run_dir)
