@@ -11,8 +11,8 @@ from selfsup.cli import main
 from selfsup.errors import SelfsupError
 from selfsup.losses.detco import DetCoLoss
 from selfsup.methods import METHODS, create, make_config
-from selfsup.methods.detco import DetCo, stage_features
-from selfsup.nn import feature_map
+from selfsup.methods.detco import DetCo
+from selfsup.nn import feature_map, stage_features
 from selfsup.views.detco import DetCoViews
 
 SMALL = {"backbone": "resnet10t", "backbone_kwargs": {"channels": [16, 32, 64, 128]}, "small_stem": True,

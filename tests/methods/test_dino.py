@@ -181,7 +181,8 @@ def test_evaluation_and_export_see_the_teacher_on_a_resnet_and_a_vit():
 
 def test_cli_trains_on_fashion_mnist_freezes_the_first_epoch_resumes_exactly_and_exports(tmp_path):
     # 32 images at batch 16: 2 steps per epoch, so the prototypes are frozen for steps 1-2 and train in 3-4
-    base = ["--data", "fashion-mnist", "--limit-samples", "32", "--batch-size", "16", *CLI_SMALL, "--set", "lr=0.1"]
+    base = ["--data", "fashion-mnist", "--limit-samples", "32", "--batch-size", "16", *CLI_SMALL, "--set", "lr=0.1",
+            "--recipe", "paper"]  # the paper's freeze of the whole first epoch
     assert main(["train", "dino", *base, "--max-steps", "4", "--checkpoint-every", "1", "--keep-last", "4",
                  "--out", str(tmp_path / "full")]) == 0
     folder = tmp_path / "full" / "checkpoints"

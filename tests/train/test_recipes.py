@@ -20,7 +20,7 @@ def test_cpu_without_a_gpu_and_gpu_with_one():
     assert options["backbone_kwargs"] == recipes.HALF_WIDTH and options["optimizer"] == "adamw"
     assert options["batch_size"] == 256 and options["max_steps"] == recipes.CPU_STEPS
     assert options["temperature"] == 0.2  # SimCLR's CPU-sized settings come with it
-    assert line.startswith("recipe cpu (no GPU, 60000 images of 28 px)")
+    assert line.startswith("recipe cpu (no GPU, 60000 images of 28 px; a ResNet-18 sized for a few CPU minutes)")
     name, options, line = choose("simclr", "resnet18", "auto", DataFacts(60000, 28, gpu=True))
     assert (name, options) == ("gpu", {"small_stem": True})
     assert choose("simclr", "resnet18", "auto", DataFacts(60000, 224, gpu=True))[1] == {}
@@ -44,7 +44,8 @@ def test_an_unknown_recipe_is_one_clear_line():
 
 def test_the_users_options_win_and_drop_the_rest_of_their_group():
     chosen = choose("simclr", "resnet18", "cpu", FASHION)[1]
-    merged = merge(chosen, {"backbone": "resnet50", "optimizer": "lars", "epochs": 3, "temperature": 0.5})
+    merged, applied = merge(chosen, {"backbone": "resnet50", "optimizer": "lars", "epochs": 3, "temperature": 0.5})
+    assert set(applied) == set(merged) - {"backbone", "optimizer", "epochs", "temperature"}
     assert merged["backbone"] == "resnet50" and "backbone_kwargs" not in merged  # no half-width resnet50
     assert merged["optimizer"] == "lars" and "lr" not in merged and "weight_decay" not in merged
     assert merged["epochs"] == 3 and "max_steps" not in merged
@@ -62,7 +63,10 @@ def _train(tmp_path, *flags):
 
 def test_a_run_prints_and_records_its_recipe(tmp_path):
     stdout, config = _train(tmp_path, "--batch-size", "64")
-    assert "recipe cpu (no GPU, 1438 images of 8 px): half-width ResNet-18" in stdout
+    assert ("recipe cpu (no GPU, 1438 images of 8 px; a ResNet-18 sized for a few CPU minutes) sets backbone resnet18, "
+            "backbone_kwargs {channels: [32, 64, 128, 256], stem_width: 32}, optimizer adamw, lr 0.001") in stdout
+    assert "batch_size" not in stdout.split("sets")[1]  # the user's, not the recipe's: not in the recipe's line
+    assert "(106.8 epochs at batch 64)" not in stdout and "max_steps" not in stdout  # --max-steps is the user's
     assert config["train"]["recipe"] == "cpu"
     assert config["method_config"]["backbone_kwargs"] == recipes.HALF_WIDTH
     assert config["method_config"]["temperature"] == 0.2
@@ -83,3 +87,14 @@ def test_recipe_paper_and_a_config_file_keep_the_papers_settings(tmp_path):
 def test_a_moco_queue_fits_the_data():
     assert choose("mocov2", "resnet18", "cpu", DataFacts(100, 32, gpu=False))[1]["queue_size"] == 84  # 100 - 16
     assert choose("mocov2", "resnet18", "cpu", FASHION)[1]["queue_size"] == 2048
+
+
+def test_spark_and_the_object_level_methods_get_the_cifar_stem():
+    for method in ("spark", "detcon-b"):
+        options = choose(method, "resnet18", "cpu", FASHION)[1]
+        assert options["small_stem"] and options["backbone_kwargs"] == recipes.QUARTER_WIDTH
+
+
+def test_a_method_made_for_another_resnet_keeps_it():
+    options = choose("toy", "resnet10t", "cpu", FASHION)[1]
+    assert "backbone" not in options and "backbone_kwargs" not in options and options["optimizer"] == "adamw"

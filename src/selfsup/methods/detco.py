@@ -7,29 +7,15 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 from torch import nn
-from torchvision.models._utils import IntermediateLayerGetter
 
-from selfsup.errors import SelfsupError
 from selfsup.losses.detco import DetCoLoss
 from selfsup.methods.base import ImageMethod
 from selfsup.methods.moco import QUEUE_NOTE, MoCoV2Config, check_queue
 from selfsup.methods.registry import register
-from selfsup.nn import KeyQueue, ema_update, frozen_copy, gather_with_grad, rank, world_size
+from selfsup.nn import KeyQueue, ema_update, frozen_copy, gather_with_grad, rank, stage_features, world_size
 from selfsup.views.detco import GRID, DetCoViews
 
 Keys = tuple[list[torch.Tensor], list[torch.Tensor]]  # per stage: global vectors (B, D), local vectors (B, D)
-
-
-def stage_features(backbone: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
-    """(B, C, H, W) -> the maps after each of the last 4 stages [(B, C_s, h_s, w_s)] (a ResNet's res2-res5): timm's
-    `forward_intermediates`, or torchvision's IntermediateLayerGetter for a torchvision ResNet."""
-    if hasattr(backbone, "forward_intermediates"):  # every timm model
-        return backbone.forward_intermediates(x, indices=4, intermediates_only=True)
-    stages = {f"layer{i}": str(i) for i in range(1, 5)}
-    if not stages.keys() <= {name for name, _ in backbone.named_children()}:
-        raise SelfsupError(f"detco needs a backbone with 4 stages (a ResNet), not {type(backbone).__name__}")
-    layers = IntermediateLayerGetter(backbone, stages)  # a view of the backbone's own modules, cheap to make
-    return list(layers(x).values())
 
 
 @dataclass

@@ -11,6 +11,7 @@ import timm
 import torch
 import torchvision
 from torch import nn
+from torchvision.models._utils import IntermediateLayerGetter
 
 from selfsup.errors import SelfsupError
 
@@ -108,3 +109,13 @@ def _make_small_stem(model: nn.Module, name: str) -> None:
     model.maxpool = nn.Identity()
 
 
+def stage_features(backbone: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+    """(B, C, H, W) -> the maps after each of the last 4 stages [(B, C_s, h_s, w_s)] (a ResNet's res2-res5): timm's
+    `forward_intermediates`, or torchvision's IntermediateLayerGetter for a torchvision ResNet."""
+    if hasattr(backbone, "forward_intermediates"):  # every timm model
+        return backbone.forward_intermediates(x, indices=4, intermediates_only=True)
+    stages = {f"layer{i}": str(i) for i in range(1, 5)}
+    if not stages.keys() <= {name for name, _ in backbone.named_children()}:
+        raise SelfsupError(f"this method needs a backbone with 4 stages (a ResNet), not {type(backbone).__name__}")
+    layers = IntermediateLayerGetter(backbone, stages)  # a view of the backbone's own modules, cheap to make
+    return list(layers(x).values())

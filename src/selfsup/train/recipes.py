@@ -11,6 +11,8 @@ from typing import Any
 
 from selfsup.errors import SelfsupError
 
+HALF_WIDTH = {"channels": [32, 64, 128, 256], "stem_width": 32}  # ResNet-18 at half width: 2.8M parameters
+QUARTER_WIDTH = {"channels": [16, 32, 64, 128], "stem_width": 16}  # 0.7M parameters
 # CPU-sized settings per method: heads 512 wide instead of the papers' 2048-8192 (at a 256-d backbone they would
 # cost more than the backbone), milder crops (at 28-64 px a 0.08 crop is a few pixels of texture: the learning
 # tests found scale 0.4-1 better for every method in a short run) and the few settings a ~1-epoch budget needs.
@@ -35,8 +37,13 @@ CPU_METHOD_OPTIONS: dict[str, dict[str, Any]] = {
     # 2 local crops of 12 px (DINO's 96/224 of the side) instead of 8: each crop costs a forward and backward
     "dino": {"proj_hidden_dim": 512, "proj_dim": 128, "num_prototypes": 1024, "n_local_crops": 2,
              "freeze_prototypes_epochs": 0.2, "ema_base": 0.99},
+    # SparK masks the last map's cells and the object-level methods pool masks over it: they need the CIFAR stem's
+    # larger map, at a quarter width to pay for it (benchmarks/results/fashion_mnist_spark.md, dense.md)
+    "spark": {"small_stem": True, "backbone_kwargs": QUARTER_WIDTH, "batch_size": 128, "lr": 2e-3,
+              "weight_decay": 0.05},
+    **{name: {"small_stem": True, "backbone_kwargs": QUARTER_WIDTH, "batch_size": 64, "proj_hidden_dim": 512,
+              "crop_min_scale": 0.2} for name in ("detcon-s", "detcon-b", "r2o", "detco")},
 }
-HALF_WIDTH = {"channels": [32, 64, 128, 256], "stem_width": 32}  # ResNet-18 at half width: 2.8M parameters
 SMALL_IMAGES = 64  # px: at or below this side a ResNet's ImageNet stem leaves a 1-2 px last map
 CPU_STEPS = 600  # ~8 minutes at 28 px on 2 cores (benchmarks/results/recipes.md)
 CPU_BATCH = 256
@@ -72,8 +79,10 @@ def choose(method: str, backbone: str | None, requested: str, facts: DataFacts |
         return "paper", {}, ""
     name = requested if requested != "auto" else ("gpu" if facts.gpu else "cpu")
     options, why = (_gpu if name == "gpu" else _cpu)(method, facts)
+    if backbone != "resnet18":  # the widths are ResNet-18's: a method made for another network keeps it
+        options = {k: v for k, v in options.items() if k not in TOGETHER[0]}
     device = "a GPU" if facts.gpu else "no GPU"
-    return name, options, f"recipe {name} ({device}, {facts.n_images} images of {facts.image_size} px): {why}"
+    return name, options, f"recipe {name} ({device}, {facts.n_images} images of {facts.image_size} px; {why})"
 
 
 def _cpu(method: str, facts: DataFacts) -> tuple[dict[str, Any], str]:
@@ -84,16 +93,14 @@ def _cpu(method: str, facts: DataFacts) -> tuple[dict[str, Any], str]:
                **CPU_METHOD_OPTIONS.get(method, {})}
     if "queue_size" in options:  # a MoCo queue holds keys of other images only: at most the data minus a batch
         options["queue_size"] = min(options["queue_size"], max(batch, facts.n_images - batch))
-    epochs = CPU_STEPS * batch / max(facts.n_images, 1)
-    return options, (f"half-width ResNet-18, AdamW 1e-3, batch {batch}, {CPU_STEPS} steps ({epochs:.1f} epochs)"
-                     f"{', CPU-sized heads and crops' if method in CPU_METHOD_OPTIONS else ''}")
+    return options, "a ResNet-18 sized for a few CPU minutes"
 
 
 def _gpu(method: str, facts: DataFacts) -> tuple[dict[str, Any], str]:
     """The paper's recipe, with the CIFAR stem for small images (the ImageNet stem would leave a 1 px map)."""
     if facts.image_size > SMALL_IMAGES:
         return {}, "the paper's settings"
-    return {"small_stem": True}, f"the paper's settings with the 3x3 stride-1 stem for {facts.image_size} px images"
+    return {"small_stem": True}, "the paper's settings, the 3x3 stride-1 stem for small images"
 
 
 def _power_of_two_below(n: int) -> int:
@@ -101,7 +108,28 @@ def _power_of_two_below(n: int) -> int:
     return max(2, 1 << (max(n, 2).bit_length() - 1))
 
 
-def merge(chosen: dict[str, Any], user: dict[str, Any]) -> dict[str, Any]:
-    """The user's options over the recipe's, a recipe option dropped where the user set one of its TOGETHER group."""
-    dropped = {key for group in TOGETHER if any(k in user for k in group) for key in group}
-    return {**{k: v for k, v in chosen.items() if k not in dropped}, **user}
+def merge(chosen: dict[str, Any], user: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the user's options over the recipe's, the recipe's options that apply): a recipe option is dropped where the
+    user set it or another of its TOGETHER group."""
+    dropped = set(user) | {key for group in TOGETHER if any(k in user for k in group) for key in group}
+    applied = {k: v for k, v in chosen.items() if k not in dropped}
+    return {**applied, **user}, applied
+
+
+def describe(line: str, applied: dict[str, Any], merged: dict[str, Any], n_images: int) -> str:
+    """The recipe's line with what it set, e.g. '...: backbone resnet18, backbone_kwargs {...}, lr 0.001, ...'."""
+    if not applied:
+        return f"{line}: your options cover all of it"
+    text = ", ".join(f"{k} {_compact(v)}" for k, v in applied.items())
+    if "max_steps" in applied:
+        batch = merged.get("batch_size", CPU_BATCH)
+        text += f" ({applied['max_steps'] * batch / max(n_images, 1):.1f} epochs at batch {batch})"
+    return f"{line} sets {text}"
+
+
+def _compact(value: Any) -> str:
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_compact(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_compact(v) for v in value) + "]"
+    return f"{value:g}" if isinstance(value, float) else str(value)

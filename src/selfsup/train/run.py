@@ -204,7 +204,8 @@ def _with_recipe(cls: type[Method], options: dict[str, Any]) -> tuple[dict[str, 
     accelerator = options.get("accelerator", TrainConfig.accelerator)
     gpu = accelerator == "gpu" or (accelerator == "auto" and torch.cuda.is_available())
     name, chosen, line = recipes.choose(cls.name, backbone, requested, recipes.DataFacts(n_images, size, gpu))
-    return {**recipes.merge(chosen, options), "recipe": name}, images, line
+    merged, applied = recipes.merge(chosen, options)
+    return {**merged, "recipe": name}, images, recipes.describe(line, applied, merged, n_images)
 
 
 def _image_setup(cls: type[Method], method_options: dict[str, Any], config: TrainConfig, run_dir: Path,
