@@ -222,3 +222,35 @@ def test_cli_trains_a_vit_on_an_image_folder(tmp_path):
                  "--set", "proj_hidden_dim=32", "--set", "proj_dim=16"]) == 0
     checkpoint = read_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
     assert checkpoint["global_step"] == 2 and checkpoint["selfsup"]["in_chans"] == 3
+
+
+def _teacher_giving(logits_of: "callable"):
+    """A DINO.teacher replacement: the teacher's logits (B, K) made by `logits_of(B, K)` for each global crop."""
+    def teacher(self, global_crops):
+        return [logits_of(len(x), self.config.num_prototypes) for x in global_crops]
+    return teacher
+
+
+def test_the_teachers_entropy_tells_both_collapses_and_stays_quiet_on_a_healthy_teacher(monkeypatch):
+    torch.manual_seed(0)
+    method = create("dino", in_chans=1, **SMALL)
+    assert method.collapse_warning(method.training_step(_views())) is None  # random init: spread, not uniform
+    # no centring and one prototype dominating every image: the entropy of the batch's mean output is ~0
+    monkeypatch.setattr(DINO, "teacher", _teacher_giving(lambda B, K: torch.eye(K)[0].expand(B, K) * 10))
+    logged = method.training_step(_views())
+    assert float(logged["teacher_marginal_entropy"]) < 0.01
+    assert "every image on the same prototypes" in method.collapse_warning(logged)
+    # equal logits for every prototype: each image's P_t is uniform, H = log K
+    monkeypatch.setattr(DINO, "teacher", _teacher_giving(lambda B, K: torch.zeros(B, K)))
+    method.criterion.center.zero_()  # the step above moved the centre towards prototype 0
+    logged = method.training_step(_views())
+    assert float(logged["teacher_entropy"]) == pytest.approx(np.log(20), abs=1e-4)
+    assert "the teacher's output is uniform" in method.collapse_warning(logged)
+
+
+def test_a_run_whose_teacher_collapses_prints_one_warning(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(DINO, "teacher", _teacher_giving(lambda B, K: torch.eye(K)[0].expand(B, K) * 10))
+    assert main(["train", "dino", "--data", "fashion-mnist", "--limit-samples", "32", "--batch-size", "16",
+                 *CLI_SMALL, "--max-steps", "4", "--set", "monitor_every=2", "--out", str(tmp_path / "run")]) == 0
+    err = capsys.readouterr().err
+    assert err.count("warning: dino at step 2: the teacher puts every image on the same prototypes") == 1, err

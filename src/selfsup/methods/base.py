@@ -75,6 +75,11 @@ class Method(nn.Module):
     def after_step(self, step: int, max_steps: int) -> None:
         """Called after each optimiser step (EMA, queues, schedules). Nothing by default."""
 
+    def collapse_warning(self, logged: dict[str, torch.Tensor]) -> str | None:
+        """The method's own sign of collapse in what its `training_step` returned (a DINO teacher's output entropy
+        at 0 or log K), checked with the collapse monitors (train/monitor.py): one line for the user, else None."""
+        return None
+
     def eval_batch(self, inputs: list) -> Any:
         """Labelled examples' inputs (uint8 images (C, H, W), texts, waveforms (T,)) -> the batch `embed` takes."""
         raise NotImplementedError

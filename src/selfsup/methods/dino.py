@@ -2,6 +2,7 @@
 Transformers", ICCV 2021 — self-distillation with no labels: a student matches an EMA teacher across multi-crops."""
 
 import itertools
+import math
 from dataclasses import dataclass
 
 import torch
@@ -17,6 +18,9 @@ from selfsup.nn import ProjectionHead, cosine_momentum, ema_update, feature_map,
 from selfsup.views.multicrop import MultiCropViews
 
 N_GLOBAL = 2  # the teacher sees the two global crops only
+# collapse_warning's thresholds, as shares of log K: each image's P_t this close to uniform, or the batch's mean P_t
+# this concentrated (an entropy of 0.1 log K is ~2 prototypes used of K = 1024)
+UNIFORM, ONE_PROTOTYPE = 0.98, 0.1
 
 
 @dataclass
@@ -157,11 +161,28 @@ class DINO(ImageMethod):
         s = self.student(views)  # crops x (B, K): the N_GLOBAL global crops first
         t = self.teacher(views[:N_GLOBAL])  # N_GLOBAL x (B, K)
         tau_t = float(self.tau_t)
-        with torch.no_grad():  # entropy of P_t: near 0 when collapsed onto one prototype, log K when uniform
+        with torch.no_grad():  # H(P_t) per image: log K when uniform; H of the batch's mean P_t: 0 on one prototype
             p_t = self.criterion.teacher_probabilities(torch.cat(t), tau_t)  # (N_GLOBAL B, K)
             entropy = -(p_t * p_t.clamp_min(1e-12).log()).sum(dim=1).mean()
+            p_bar = p_t.mean(0)  # (K,)
+            marginal = -(p_bar * p_bar.clamp_min(1e-12).log()).sum()
         loss = self.criterion(s, t, tau_t)  # then the centre moves (training mode)
-        return {"loss": loss, "teacher_entropy": entropy, "tau_t": self.tau_t, "ema": self.ema}
+        return {"loss": loss, "teacher_entropy": entropy, "teacher_marginal_entropy": marginal, "tau_t": self.tau_t,
+                "ema": self.ema}
+
+    def collapse_warning(self, logged: dict[str, torch.Tensor]) -> str | None:
+        """DINO's two collapses (Caron et al. 2021, sec. 5.3, Fig. 7), read off the teacher's entropy H(P_t): near
+        log K, every image gets the uniform distribution (centring outweighs sharpening); the entropy of the batch's
+        mean P_t near 0: every image gets the same prototype (no or too little centring)."""
+        h, log_k = float(logged["teacher_entropy"]), math.log(self.config.num_prototypes)
+        h_bar = float(logged["teacher_marginal_entropy"])
+        if h > UNIFORM * log_k:
+            return (f"the teacher's output is uniform (entropy {h:.3f} of log K = {log_k:.3f}): the centring "
+                    "outweighs the sharpening; lower teacher_temperature (0.04), raise ema_base (0.996) or lower lr")
+        if h_bar < ONE_PROTOTYPE * log_k:
+            return (f"the teacher puts every image on the same prototypes (entropy of the batch's mean output "
+                    f"{h_bar:.3f} of log K = {log_k:.3f}): too little centring; lower center_momentum (0.9)")
+        return None
 
     def after_step(self, step: int, max_steps: int) -> None:
         c = self.config

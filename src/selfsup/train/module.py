@@ -66,16 +66,20 @@ class SelfsupModule(L.LightningModule):
         self.log_dict({k: v.detach() for k, v in out.items()}, prog_bar=True)
         self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], prog_bar=True)
         if self.monitor_every and (self.global_step + 1) % self.monitor_every == 0:
-            self._monitor(views)
+            self._monitor(views, out)
         return loss
 
-    def _monitor(self, views: Any) -> None:
-        """Log the collapse figures of this batch's embeddings (to every logger, at this step) and warn once."""
+    def _monitor(self, views: Any, logged: dict[str, torch.Tensor]) -> None:
+        """Log the collapse figures of this batch's embeddings (to every logger, at this step) and warn once, for
+        them or for the method's own sign of collapse in its step's `logged` scalars."""
         z = frozen_embeddings(self.method, views)
         figures = collapse_figures(z)
         for logger in self.loggers:
             logger.log_metrics({f"collapse/{k}": v for k, v in figures.items()}, step=self.global_step)
-        warning = collapse_warning(self.method.name, self.global_step + 1, figures, z.shape[1])
+        step = self.global_step + 1
+        own = self.method.collapse_warning(logged)
+        warning = collapse_warning(self.method.name, step, figures, z.shape[1]) or (
+            own and f"{self.method.name} at step {step}: {own}")
         if warning and not self.collapse_warned and self.trainer.is_global_zero:
             self.collapse_warned = True
             print(f"selfsup: warning: {warning}", file=sys.stderr)
