@@ -14,7 +14,8 @@ from selfsup.checkpoints import read_checkpoint
 from selfsup.cli import main
 from selfsup.data import load_builtin
 from selfsup.train import probe
-from selfsup.train.probe import KnnProbe, seeded_subset
+from selfsup.data import seeded_subset
+from selfsup.train.probe import KnnProbe
 
 TINY = ["--backbone", "resnet10t", "--num-workers", "0", "--no-progress", "--batch-size", "32", "--seed", "3",
         "--set", "proj_hidden_dim=16", "--set", "proj_dim=8", "--set", "backbone_kwargs={channels: [8, 16, 32, 64]}"]

@@ -18,7 +18,7 @@ from .folder import (
 )
 from .folder_index import cached_index, cached_scan
 from .idx import read_idx
-from .images import ArrayImageSet, ImageSet
+from .images import ArrayImageSet, ImageSet, SubsetImages, seeded_subset
 from .open import open_labeled, open_unlabeled
 from .shards import ShardSet, is_shard_spec, open_shards
 
@@ -26,5 +26,5 @@ __all__ = [
     "BUILTIN", "IMAGE_EXTENSIONS", "MAX_PIXELS", "ArrayImageSet", "BadImageError", "FolderImageSet", "ImageSet",
     "ShardSet", "SkipBadImages", "cached_index", "cached_scan", "decode_bytes", "decode_image", "header_problem",
     "index_images", "is_shard_spec", "load_builtin", "open_labeled", "open_shards", "open_unlabeled", "read_idx",
-    "scan_images",
+    "scan_images", "SubsetImages", "seeded_subset",
 ]

@@ -61,3 +61,26 @@ class ArrayImageSet(ImageSet):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         return self.images[i], int(self.labels[i])
+
+
+class SubsetImages(ImageSet):
+    """images[indices[i]] for i in 0..len(indices)-1, with the set's name, channels, size, classes and labels."""
+
+    def __init__(self, images: ImageSet, indices: torch.Tensor):
+        self.images, self.indices = images, indices
+        self.labels = images.labels[indices]
+        self.name, self.channels, self.native_size, self.classes = (images.name, images.channels, images.native_size,
+                                                                    images.classes)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.images[int(self.indices[i])]
+
+
+def seeded_subset(images: ImageSet, n: int, seed: int = 0) -> ImageSet:
+    """n images of `images` drawn without replacement by a generator seeded with `seed`, in their original order
+    (all of them when there are n or fewer). The online probe (train/probe.py) and `selfsup eval --limit` pick their
+    examples with it."""
+    if len(images) <= n:
+        return images
+    chosen = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:n]
+    return SubsetImages(images, chosen.sort().values)

@@ -31,7 +31,7 @@ def open_labeled_split(modality: str, data: str, seed: int = 0, test_fraction: f
                        limit: tuple[int, int] | None = None) -> tuple[Any, Any]:
     """(train, test) data sets of (input, label) items for `modality`; each has `classes`. limit=(n_train, n_test):
     text keeps about that many verses; images a sample of each split seeded by `seed`, the online probe's own
-    (train/probe.py seeded_subset: `--limit 2000,1000` scores the images the probe of a run on that data scores)."""
+    (data.seeded_subset: `--limit 2000,1000` scores the images the probe of a run on that data scores)."""
     if limit is not None and modality not in ("text", "image"):
         raise SelfsupError(f"--limit picks verses of the text task or a sample of images; {modality} evaluation uses "
                            "the whole split")
@@ -39,7 +39,7 @@ def open_labeled_split(modality: str, data: str, seed: int = 0, test_fraction: f
         raise SelfsupError(f"--limit needs at least one example on each side, got {limit[0]},{limit[1]}")
     if modality == "image":
         from selfsup.data import open_labeled
-        from selfsup.train.probe import seeded_subset
+        from selfsup.data import seeded_subset
 
         train, test = open_labeled(data, 0.2 if test_fraction is None else test_fraction, seed)
         if limit is not None:

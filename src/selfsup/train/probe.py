@@ -21,7 +21,7 @@ import lightning as L
 import torch
 from lightning.fabric.utilities.apply_func import move_data_to_device
 
-from selfsup.data import BUILTIN, ImageSet, open_labeled
+from selfsup.data import BUILTIN, ImageSet, open_labeled, seeded_subset
 from selfsup.errors import SelfsupError
 from selfsup.nn.knn import knn_predict
 from selfsup.train.config import TrainConfig
@@ -33,28 +33,6 @@ PROBE_K, PROBE_TEMPERATURE = 20, 0.07  # neighbours and vote weight exp(s/T)
 PROBE_BATCH = 256  # images per forward pass: eval's, so that the features are the same
 DEFAULT_SHARE, DEFAULT_MIN_EVERY = 10, 100  # on by default: every tenth of the run, at least 100 steps apart
 CACHE_BYTES = 256 * 2**20  # preprocessed probe inputs up to this size are kept between probes
-
-
-class SubsetImages(ImageSet):
-    """images[indices[i]] for i in 0..len(indices)-1, with the set's name, channels, size, classes and labels."""
-
-    def __init__(self, images: ImageSet, indices: torch.Tensor):
-        self.images, self.indices = images, indices
-        self.labels = images.labels[indices]
-        self.name, self.channels, self.native_size, self.classes = (images.name, images.channels, images.native_size,
-                                                                    images.classes)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return self.images[int(self.indices[i])]
-
-
-def seeded_subset(images: ImageSet, n: int, seed: int = PROBE_SEED) -> ImageSet:
-    """n images of `images` drawn without replacement by a generator seeded with `seed`, in their original order
-    (all of them when there are n or fewer). The probe and `selfsup eval --limit` pick their examples with it."""
-    if len(images) <= n:
-        return images
-    chosen = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:n]
-    return SubsetImages(images, chosen.sort().values)
 
 
 def labelled_builtin(spec: str) -> bool:
@@ -83,7 +61,7 @@ def open_probe(config: TrainConfig, modality: str) -> "KnnProbe | None":
                                "DIR (class folders DIR/<class>/... or DIR/train|test/<class>/...) or a built-in set")
         return None
     train, test = open_labeled(data, 0.2, PROBE_SEED)
-    return KnnProbe(seeded_subset(train, PROBE_TRAIN), seeded_subset(test, PROBE_TEST), data, config.probe_every)
+    return KnnProbe(seeded_subset(train, PROBE_TRAIN, PROBE_SEED), seeded_subset(test, PROBE_TEST, PROBE_SEED), data, config.probe_every)
 
 
 class KnnProbe(L.Callback):
