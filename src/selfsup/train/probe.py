@@ -61,7 +61,8 @@ def open_probe(config: TrainConfig, modality: str) -> "KnnProbe | None":
                                "DIR (class folders DIR/<class>/... or DIR/train|test/<class>/...) or a built-in set")
         return None
     train, test = open_labeled(data, 0.2, PROBE_SEED)
-    return KnnProbe(seeded_subset(train, PROBE_TRAIN, PROBE_SEED), seeded_subset(test, PROBE_TEST, PROBE_SEED), data, config.probe_every)
+    picked = seeded_subset(train, PROBE_TRAIN, PROBE_SEED), seeded_subset(test, PROBE_TEST, PROBE_SEED)
+    return KnnProbe(*picked, data, config.probe_every)
 
 
 class KnnProbe(L.Callback):
