@@ -185,11 +185,12 @@ def _parser() -> argparse.ArgumentParser:
         detect.add_argument(flag, help=argparse.SUPPRESS)
     detect.add_argument("--data", help="dense data with boxes: trees, paste-scenes-multi, or a folder with "
                                        "DIR/images/ and a COCO JSON or Pascal VOC XML box file [trees]")
-    detect.add_argument("--detector", choices=["fcos", "retinanet", "fasterrcnn"], default="fcos", help="[fcos]")
+    detect.add_argument("--detector", choices=["fcos", "retinanet", "fasterrcnn", "detr"], default="fcos",
+                        help="[fcos]; detr: DETR, the whole DETR of an updetr checkpoint")
     detect.add_argument("--epochs", type=int, help="passes over the train images instead of --max-steps; 0: the "
                                                    "untrained detector")
     detect.add_argument("--max-steps", type=int, help="optimiser steps [100]")
-    detect.add_argument("--lr", type=float, help="SGD learning rate [0.005]")
+    detect.add_argument("--lr", type=float, help="SGD learning rate [0.005; detr: AdamW 1e-4]")
     detect.add_argument("--batch-size", type=int, help="images per step [4]")
     detect.add_argument("--freeze-backbone", action="store_true", help="train the FPN and heads only")
     detect.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")

@@ -86,8 +86,8 @@ def test_a_second_load_reads_the_cache_and_matches_a_fresh_build(sets, monkeypat
     monkeypatch.setattr(trees, "_decode_tile", lambda *a: pytest.fail("decoded a tile despite the cache"))
     for split in ("train", "test"):
         again = trees.load_trees(split)
-        assert isinstance(again.images, np.memmap)
-        np.testing.assert_array_equal(again.images, images[split])
+        assert isinstance(again.pixels, np.memmap)
+        np.testing.assert_array_equal(again.pixels, images[split])
         assert [c["boxes"] for c in crops[split]] == [b.tolist() for b in again.boxes]
         assert again.origins == sets[split].origins
     image, _ = open_dense("trees", "test")[0]
@@ -99,3 +99,10 @@ def test_a_missing_wheel_names_the_setup_script(tmp_path, monkeypatch):
     with pytest.raises(SelfsupError, match="bash scripts/setup.sh") as error:
         trees.load_trees("train")
     assert "\n" not in str(error.value) and str(cache_root()) in str(error.value)
+
+
+def test_pretraining_reads_the_crops_as_unlabelled_images(sets):
+    from selfsup.data import open_unlabeled
+
+    images = open_unlabeled("trees")  # DenseSet.images(): once hidden by the crops' own array attribute
+    assert len(images) == len(sets["train"]) and images[0][0].shape == (3, trees.CROP, trees.CROP)

@@ -66,16 +66,16 @@ class TreeCrops(DenseSet):
     def __init__(self, split: str, images: np.ndarray, crops: list[dict]):
         super().__init__(name=f"trees/{split}", tag="real", classes=["tree"], channels=3, native_size=CROP,
                          has=("boxes", "labels"))
-        self.images = images  # uint8 (N, 3, CROP, CROP), possibly memory-mapped
+        self.pixels = images  # uint8 (N, 3, CROP, CROP), possibly memory-mapped
         self.tiles = [c["tile"] for c in crops]
         self.origins = [(c["x"], c["y"]) for c in crops]
         self.boxes = [np.asarray(c["boxes"], dtype=np.float32).reshape(-1, 4) for c in crops]  # each (N, 4)
 
     def __len__(self) -> int:
-        return len(self.images)
+        return len(self.pixels)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, DenseTarget]:
-        image = torch.from_numpy(np.array(self.images[i]))  # (3, CROP, CROP), a copy out of the memory map
+        image = torch.from_numpy(np.array(self.pixels[i]))  # (3, CROP, CROP), a copy out of the memory map
         boxes = torch.from_numpy(self.boxes[i].copy())  # (N, 4)
         return image, DenseTarget(boxes=boxes, labels=torch.ones(len(boxes), dtype=torch.int64))
 

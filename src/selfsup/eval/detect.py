@@ -25,6 +25,13 @@ side (`image_size` overrides it), so nothing is rescaled and boxes stay aligned;
 normalised with the statistics every selfsup view uses. A grayscale encoder sees RGB data as its channel mean (and an
 RGB one grey repeated), as every other evaluation does (`selfsup.views.match_channels`).
 
+DETR (`detector="detr"`, Carion et al. 2020): the DETR of an UP-DETR checkpoint (its `encoder()`: backbone, transformer,
+box head), or for any other checkpoint a fresh DETR of the same size on its encoder, with a new linear class head for
+K classes + "no object"; Hungarian matching and DETR's loss (selfsup.losses.updetr.DETRLoss, weights 1/5/2, ∅ 0.1).
+Images are resized to the side `size` (boxes with them) and each of the Q queries is one detection. Recipe
+(DETR_RECIPE): DETR's AdamW lr 1e-4, weight decay 1e-4, the same warm-up + cosine, batches of 4, 100 steps; without
+DETR's separate backbone lr (1e-5), gradient clipping (0.1) and auxiliary decoding losses.
+
 Metric: torchmetrics' MeanAveragePrecision (iou_type "bbox", pycocotools backend) on the test split: AP50 and AP
 (COCO mAP@[.5:.95], mean over classes). Every result names its data's label tag (real / pseudo / synthetic).
 """
@@ -32,9 +39,11 @@ Metric: torchmetrics' MeanAveragePrecision (iou_type "bbox", pycocotools backend
 import math
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchmetrics.detection import MeanAveragePrecision
@@ -42,6 +51,7 @@ from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.models.detection import FCOS, FasterRCNN, RetinaNet
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
+from torchvision.ops import box_convert
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
 from tqdm import tqdm
 
@@ -50,14 +60,17 @@ from selfsup.data.dense import DenseSet, open_dense
 from selfsup.errors import SelfsupError
 from selfsup.eval.features import checkpoint_modality
 from selfsup.eval.run import _default_out, check_options, write_result
+from selfsup.losses.updetr import DETRLoss
+from selfsup.nn.detr import DETR
 from selfsup.nn import create_backbone
 from selfsup.train.optim import create_optimizer, warmup_cosine
 from selfsup.views.eval import match_channels, normalization_for
 
-DETECTORS = ("fcos", "retinanet", "fasterrcnn")
+DETECTORS = ("fcos", "retinanet", "fasterrcnn", "detr")
 DEFAULT_DATA = "trees"
 RECIPE = {"max_steps": 100, "batch_size": 4, "optimizer": "sgd", "lr": 0.005, "momentum": 0.9, "weight_decay": 1e-4,
           "warmup_fraction": 0.1}
+DETR_RECIPE = {**RECIPE, "optimizer": "adamw", "lr": 1e-4, "weight_decay": 1e-4}
 FPN_CHANNELS = 128
 STAGES = ("layer1", "layer2", "layer3", "layer4")  # a ResNet's stages C2..C5 (strides 4..32), timm and torchvision
 ANCHOR_SIZES = (16, 32, 64, 128, 256)  # px at P3..P7 (RetinaNet) or P2..P6 (Faster R-CNN): COCO's halved
@@ -127,10 +140,50 @@ def fpn_backbone(backbone: nn.Module, in_chans: int, detector: str, channels: in
     return BackboneWithFPN(backbone, layers, widths[first:], channels, extra_blocks=extra)
 
 
+class DETRDetector(nn.Module):
+    """torchvision's detector interface around a DETR (selfsup.methods.updetr.DETR): train mode, (images [(C, H, W)
+    in [0, 1]], targets [{"boxes" (N, 4) xyxy px, "labels" (N,) 1-based}]) -> {"loss": DETR's Hungarian loss}; eval
+    mode, images -> [{"boxes" (Q, 4) xyxy px, "scores" (Q,), "labels" (Q,) 1-based}], one detection per query, scored
+    by its best class probability (∅ left out). Images are resized to `size` x `size` and normalised as selfsup's
+    views; boxes are mapped to and from each image's own size."""
+
+    def __init__(self, detr: DETR, in_chans: int, num_classes: int, size: int):
+        super().__init__()
+        self.detr, self.size = detr, size
+        self.class_head = nn.Linear(detr.num_features, num_classes + 1)  # K classes + ∅ (last)
+        self.criterion = DETRLoss(num_classes)
+        mean, std = normalization_for(in_chans)
+        self.register_buffer("mean", torch.tensor(mean).view(-1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(-1, 1, 1), persistent=False)
+
+    @property
+    def backbone(self) -> SimpleNamespace:
+        """`.body` is the CNN, as in torchvision's detectors (train_detector freezes it there)."""
+        return SimpleNamespace(body=self.detr.backbone)
+
+    def forward(self, images: list[torch.Tensor], targets: list[dict[str, torch.Tensor]] | None = None):
+        S = self.size
+        x = torch.stack([image if image.shape[-2:] == (S, S) else
+                         F.interpolate(image[None], (S, S), mode="bilinear", antialias=True)[0] for image in images])
+        hidden, boxes = self.detr((x - self.mean) / self.std)  # (B, Q, d), (B, Q, 4) cxcywh in [0, 1]
+        logits = self.class_head(hidden)  # (B, Q, K + 1)
+        scale = [torch.tensor([w, h, w, h], dtype=boxes.dtype, device=boxes.device)
+                 for h, w in (image.shape[-2:] for image in images)]  # px per unit, per image
+        if self.training:
+            target_boxes = [box_convert(t["boxes"], "xyxy", "cxcywh") / s for t, s in zip(targets, scale)]
+            return {"loss": self.criterion(logits, boxes, target_boxes, [t["labels"] - 1 for t in targets])["loss"]}
+        scores, labels = logits.softmax(-1)[..., :-1].max(-1)  # (B, Q) each
+        corners = box_convert(boxes, "cxcywh", "xyxy")
+        return [{"boxes": corners[b] * scale[b], "scores": scores[b], "labels": labels[b] + 1}
+                for b in range(len(images))]
+
+
 def build_detector(detector: str, backbone: nn.Module, in_chans: int, num_classes: int, size: int,
                    channels: int = FPN_CHANNELS) -> nn.Module:
     """torchvision's `detector` for `num_classes` object classes (labels 1..K) on images resized to side `size`
     (min_size = max_size: native images stay as they are), normalised as selfsup's views."""
+    if detector == "detr":  # an UP-DETR checkpoint's whole DETR, else a fresh one on the encoder
+        return DETRDetector(backbone if isinstance(backbone, DETR) else DETR(backbone), in_chans, num_classes, size)
     mean, std = normalization_for(in_chans)
     common = {"num_classes": num_classes + 1, "min_size": size, "max_size": size, "image_mean": list(mean),
               "image_std": list(std)}
@@ -211,11 +264,12 @@ def open_detection(data: str) -> tuple[DenseSet, DenseSet]:
     return train_set, test_set
 
 
-def detection_backbone(checkpoint: str, random_init: bool, channels: int, image_options: dict[str, Any]
-                       ) -> tuple[nn.Module, int, str]:
+def detection_backbone(checkpoint: str, random_init: bool, channels: int, image_options: dict[str, Any],
+                       detector: str = "fcos") -> tuple[nn.Module, int, str]:
     """(the encoder to fine-tune, its input channels, its description) of a checkpoint (random_init: its random
     twin) or 'random' (an untrained image_options["backbone"] for `channels`-channel data). Raises SelfsupError for
-    a text/audio checkpoint, a baseline without weights, or a backbone that is not a 4-stage ResNet."""
+    a text/audio checkpoint, a baseline without weights, or a backbone that is not a 4-stage ResNet (detr: an
+    UP-DETR checkpoint's DETR is taken whole; the other detectors take the CNN under it)."""
     modality = checkpoint_modality(checkpoint)
     if modality != "image":
         raise SelfsupError(f"detection fine-tunes an image backbone and '{checkpoint}' encodes {modality}; pass a "
@@ -232,7 +286,10 @@ def detection_backbone(checkpoint: str, random_init: bool, channels: int, image_
         method, meta = load_method(checkpoint, weights=not random_init)
         backbone, in_chans = method.encoder(), method.data_meta["in_chans"]
         description = f"{meta['method']} {method.network_name()}{' at random init' if random_init else ''}"
-    check_stages(backbone, description)
+    if isinstance(backbone, DETR) and detector != "detr":  # an UP-DETR checkpoint under FCOS & co: its CNN
+        backbone = backbone.backbone
+    if not isinstance(backbone, DETR):
+        check_stages(backbone, description)
     return backbone.requires_grad_(True), in_chans, description  # a teacher's weights may have been frozen
 
 
@@ -248,9 +305,9 @@ def evaluate_detect(checkpoint: str, data: str | None = None, detector: str = "f
                     max_steps: int | None = None, lr: float | None = None, batch_size: int | None = None,
                     freeze_backbone: bool = False, random_init: bool = False, seed: int = 0, out: str | None = None,
                     device: str | None = None, progress: bool = True, **image_options: Any) -> dict[str, Any]:
-    """AP50 and AP on `data`'s test split (default trees) of `detector` (fcos | retinanet | fasterrcnn) whose
+    """AP50 and AP on `data`'s test split (default trees) of `detector` (fcos | retinanet | fasterrcnn | detr) whose
     backbone is `checkpoint`'s encoder, fine-tuned on the train images for `epochs` passes or `max_steps` steps
-    (default RECIPE's 100 steps; 0 evaluates the untrained detector).
+    (default RECIPE's 100 steps; 0 evaluates the untrained detector; detr: DETR_RECIPE).
 
     checkpoint: a .ckpt file of an image method (random_init: its random twin) or 'random'; image_options
     (backbone, small_stem, backbone_kwargs for 'random'; image_size: the side the detector resizes to, default the
@@ -264,15 +321,17 @@ def evaluate_detect(checkpoint: str, data: str | None = None, detector: str = "f
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(seed)  # before building the network: a random-init backbone and the heads are seeded
     train_set, test_set = open_detection(data)
-    backbone, in_chans, description = detection_backbone(checkpoint, random_init, train_set.channels, image_options)
+    backbone, in_chans, description = detection_backbone(checkpoint, random_init, train_set.channels, image_options,
+                                                         detector)
     size = image_options.get("image_size") or train_set.native_size or max(train_set[0][0].shape[-2:])
     model = build_detector(detector, backbone, in_chans, len(train_set.classes), size).to(device)
-    settings = {**RECIPE, **{k: v for k, v in (("lr", lr), ("batch_size", batch_size)) if v is not None}}
+    recipe = DETR_RECIPE if detector == "detr" else RECIPE
+    settings = {**recipe, **{k: v for k, v in (("lr", lr), ("batch_size", batch_size)) if v is not None}}
     loader = DataLoader(Boxes(train_set, in_chans), batch_size=min(settings["batch_size"], len(train_set)),
                         shuffle=True, drop_last=True, collate_fn=collate, generator=torch.Generator().manual_seed(seed))
     if epochs is not None and max_steps is not None:
         raise SelfsupError("--epochs and --max-steps both set the training length; pass one of them")
-    steps = epochs * len(loader) if epochs is not None else RECIPE["max_steps"] if max_steps is None else max_steps
+    steps = epochs * len(loader) if epochs is not None else recipe["max_steps"] if max_steps is None else max_steps
     if steps < 0:
         raise SelfsupError(f"the training length must be 0 or more, got {steps} steps; pass --epochs N or "
                            "--max-steps N")

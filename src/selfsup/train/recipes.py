@@ -41,6 +41,8 @@ CPU_METHOD_OPTIONS: dict[str, dict[str, Any]] = {
     # larger map, at a quarter width to pay for it (benchmarks/results/fashion_mnist_spark.md, dense.md)
     "spark": {"small_stem": True, "backbone_kwargs": QUARTER_WIDTH, "batch_size": 128, "lr": 2e-3,
               "weight_decay": 0.05},
+    # UP-DETR trains a DETR on a frozen backbone: its own AdamW rate, a batch a CPU step can take
+    "updetr": {"batch_size": 16, "lr": 4e-4, "weight_decay": 1e-4},
     **{name: {"small_stem": True, "backbone_kwargs": QUARTER_WIDTH, "batch_size": 64, "proj_hidden_dim": 512,
               "crop_min_scale": 0.2} for name in ("detcon-s", "detcon-b", "r2o", "detco")},
 }
