@@ -19,7 +19,7 @@ def test_cpu_without_a_gpu_and_gpu_with_one():
     assert name == "cpu"
     assert options["backbone_kwargs"] == recipes.HALF_WIDTH and options["optimizer"] == "adamw"
     assert options["batch_size"] == 256 and options["max_steps"] == recipes.CPU_STEPS
-    assert options["temperature"] == 0.2  # SimCLR's CPU-sized settings come with it
+    assert options["temperature"] == 0.1  # SimCLR's CPU-sized settings come with it
     assert line.startswith("recipe cpu (no GPU, 60000 images of 28 px; a ResNet-18 sized for a few CPU minutes)")
     name, options, line = choose("simclr", "resnet18", "auto", DataFacts(60000, 28, gpu=True))
     assert (name, options) == ("gpu", {"small_stem": True})
@@ -69,7 +69,7 @@ def test_a_run_prints_and_records_its_recipe(tmp_path):
     assert "(106.8 epochs at batch 64)" not in stdout and "max_steps" not in stdout  # --max-steps is the user's
     assert config["train"]["recipe"] == "cpu"
     assert config["method_config"]["backbone_kwargs"] == recipes.HALF_WIDTH
-    assert config["method_config"]["temperature"] == 0.2
+    assert config["method_config"]["temperature"] == 0.1
     assert config["train"]["batch_size"] == 64  # the user's flag over the recipe's 256
 
 
@@ -98,3 +98,10 @@ def test_spark_and_the_object_level_methods_get_the_cifar_stem():
 def test_a_method_made_for_another_resnet_keeps_it():
     options = choose("toy", "resnet10t", "cpu", FASHION)[1]
     assert "backbone" not in options and "backbone_kwargs" not in options and options["optimizer"] == "adamw"
+
+
+def test_larger_images_train_fewer_steps_and_at_most_64_px_on_a_cpu():
+    steps = {side: choose("simclr", "resnet18", "cpu", DataFacts(6000, side, gpu=False))[1] for side in (8, 32, 64, 224)}
+    assert [steps[side]["max_steps"] for side in (8, 32, 64, 224)] == [600, 460, 120, 120]
+    assert "image_size" not in steps[64] and steps[224]["image_size"] == 64
+    assert "image_size" not in choose("simclr", "resnet18", "gpu", DataFacts(6000, 224, gpu=True))[1]
