@@ -12,9 +12,8 @@ from PIL import Image
 
 from selfsup.checkpoints import read_checkpoint
 from selfsup.cli import main
-from selfsup.data import load_builtin
+from selfsup.data import load_builtin, seeded_subset
 from selfsup.train import probe
-from selfsup.data import seeded_subset
 from selfsup.train.probe import KnnProbe
 
 TINY = ["--backbone", "resnet10t", "--num-workers", "0", "--no-progress", "--batch-size", "32", "--seed", "3",
