@@ -19,6 +19,7 @@ from selfsup import __version__
 from selfsup.errors import SelfsupError
 from selfsup.files import not_a_checkpoint
 from selfsup.nn import create_backbone
+from selfsup.nn.detr import DETR
 from selfsup.views import normalization_for
 
 LAST = "last.ckpt"
@@ -226,6 +227,9 @@ def export_encoder(checkpoint_path: str | Path, out: str | Path, format: str | N
                            f"beside it), not to '{out}': pass --out {instead}")
     out.parent.mkdir(parents=True, exist_ok=True)
     if format == "onnx":
+        if isinstance(encoder, DETR):  # its output is (hidden (B, Q, d), boxes (B, Q, 4)), not features (B, D)
+            raise SelfsupError(f"{meta['method']} exports a whole DETR, which ONNX export does not take: pass --out "
+                               f"{out.with_suffix('.safetensors')}")
         return _export_onnx(encoder, _image_sidecar(encoder, meta), out)
     safetensors.torch.save_file({k: v.contiguous() for k, v in encoder.state_dict().items()}, str(out))
     _readable_like_new_files(out)
@@ -258,6 +262,8 @@ def _image_sidecar(encoder: nn.Module, meta: dict[str, Any]) -> dict[str, Any]:
         "std": list(std),
         "method": meta["method"],
         "selfsup_version": __version__,
+        # a DETR around the backbone (UP-DETR): selfsup.nn.detr.DETR(backbone, **detr)
+        **({"detr": encoder.hparams} if isinstance(encoder, DETR) else {}),
     }
 
 
@@ -286,14 +292,15 @@ def _readable_like_new_files(path: Path) -> None:
 
 
 def load_exported(path: str | Path) -> nn.Module:
-    """Rebuild a backbone written by `export_encoder` (reads PATH and its .json sidecar)."""
+    """Rebuild a backbone written by `export_encoder` (reads PATH and its .json sidecar); UP-DETR's: the whole DETR."""
     path = Path(path)
     sidecar = json.loads(path.with_suffix(".json").read_text())
     name = f"{sidecar['library']}:{sidecar['architecture']}"
     backbone = create_backbone(name, in_chans=sidecar["in_chans"], small_stem=sidecar["small_stem"],
                                **sidecar.get("kwargs", {}))
-    backbone.load_state_dict(safetensors.torch.load_file(str(path)))
-    return backbone
+    model = DETR(backbone, **sidecar["detr"]) if "detr" in sidecar else backbone
+    model.load_state_dict(safetensors.torch.load_file(str(path)))
+    return model
 
 
 def _export_pretrained(encoder: nn.Module, method: nn.Module, meta: dict[str, Any], out: Path) -> Path:

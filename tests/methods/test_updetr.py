@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from selfsup.checkpoints import load_method
+from selfsup.checkpoints import load_exported, load_method
 from selfsup.cli import main
 from selfsup.errors import SelfsupError
 from selfsup.eval import detect
@@ -167,7 +167,12 @@ def test_trains_on_builtin_data_from_a_checkpoint_resumes_exactly_and_exports(tm
     assert isinstance(method.encoder(), DETR)
     assert main(["export", "--checkpoint", str(tmp_path / "full" / "checkpoints" / "last.ckpt"),
                  "--out", str(tmp_path / "detr.safetensors")]) == 0
-    assert (tmp_path / "detr.safetensors").stat().st_size > 0
+    exported = load_exported(tmp_path / "detr.safetensors").eval()
+    images = torch.rand(2, 1, 8, 8)
+    for mine, theirs in zip(exported(images), method.encoder().eval()(images)):
+        torch.testing.assert_close(mine, theirs, rtol=0, atol=0)
+    assert main(["export", "--checkpoint", str(tmp_path / "full" / "checkpoints" / "last.ckpt"),
+                 "--out", str(tmp_path / "detr.onnx")]) == 1  # one clear line: a DETR goes to safetensors
 
 
 def test_trains_on_an_image_folder_with_a_random_backbone_and_warns(tmp_path, capsys):

@@ -38,6 +38,10 @@ class DETR(nn.Module):
         self.query_embed = nn.Embedding(num_queries, d_model)  # DETR's object queries
         self.box_head = MLP(d_model, [d_model, d_model, 4])
         self.num_features = d_model
+        # what rebuilds it around a backbone (an export's sidecar keeps it: checkpoints.load_exported)
+        self.hparams = {"d_model": d_model, "heads": heads, "encoder_layers": encoder_layers,
+                        "decoder_layers": decoder_layers, "ffn_dim": ffn_dim, "dropout": dropout,
+                        "num_queries": num_queries}
 
     def forward(self, images: torch.Tensor, queries: torch.Tensor | None = None,
                 query_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
