@@ -56,3 +56,14 @@ def test_residual_blocks_do_not_start_as_identity():
         last_bns = [block.bn3 if hasattr(block, "bn3") else block.bn2 for block in model.layer1]
         assert all(bool((bn.weight == 1).all()) for bn in last_bns), name
     assert create_backbone("vit_tiny_patch16_224", in_chans=3).num_features == 192  # no zero_init_last option
+
+
+def test_feature_map_gives_a_swins_channels_last_tokens_as_channels_first():
+    from selfsup.nn import feature_map
+
+    swin = create_backbone("swin_tiny_patch4_window7_224", in_chans=1, img_size=28, patch_size=2, window_size=7,
+                           embed_dim=16, depths=[1, 1], num_heads=[1, 2]).eval()
+    x = torch.randn(2, 1, 28, 28)
+    f = feature_map(swin, x)
+    assert f.shape == (2, 32, 7, 7)
+    torch.testing.assert_close(f.permute(0, 2, 3, 1), swin.forward_features(x))

@@ -37,14 +37,14 @@ def create_backbone(name: str, in_chans: int = 3, small_stem: bool = False, **kw
 
 
 def feature_map(backbone: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """(B, C, H, W) -> (B, D, h, w) before pooling: a CNN's last-stage map, or a ViT's patch tokens (prefix tokens
-    such as [CLS] dropped) laid out as their square grid."""
+    """(B, C, H, W) -> (B, D, h, w) before pooling: a CNN's or a Swin's last-stage map, or a ViT's patch tokens
+    (prefix tokens such as [CLS] dropped) laid out as their square grid."""
     if hasattr(backbone, "forward_features"):  # every timm model
         features = backbone.forward_features(images)
     else:  # a torchvision ResNet: every child up to the pooling
         features = nn.Sequential(*[m for n, m in backbone.named_children() if n not in ("avgpool", "fc")])(images)
-    if features.ndim == 4:
-        return features
+    if features.ndim == 4:  # timm's Swin and other hierarchical ViTs give (B, h, w, D)
+        return features.permute(0, 3, 1, 2) if getattr(backbone, "output_fmt", "NCHW") == "NHWC" else features
     tokens = features[:, getattr(backbone, "num_prefix_tokens", 0):]  # (B, h*w, D)
     side = int(tokens.shape[1] ** 0.5)
     return tokens.transpose(1, 2).reshape(len(tokens), -1, side, side)
