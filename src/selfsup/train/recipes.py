@@ -49,7 +49,7 @@ CPU_METHOD_OPTIONS: dict[str, dict[str, Any]] = {
               "crop_min_scale": 0.2} for name in ("detcon-s", "detcon-b", "r2o", "detco")},
 }
 SMALL_IMAGES = 64  # px: at or below this side a ResNet's ImageNet stem leaves a 1-2 px last map
-CPU_STEPS = 600  # ~8 minutes at 28 px on 2 cores, one process (benchmarks/results/recipes.md)
+CPU_STEPS = 1800  # ~9.5 minutes at 28 px on 2 idle cores (911 images/s; benchmarks/results/recipes.md)
 CPU_SIDE = 28  # px at which CPU_STEPS is that long; larger images get fewer steps, as many pixels in all
 CPU_MAX_SIDE = 64  # px: larger images train at this side on a CPU (a 224 px step costs 64x a 28 px one)
 CPU_BATCH = 256
@@ -95,7 +95,7 @@ def _cpu(method: str, facts: DataFacts) -> tuple[dict[str, Any], str]:
     """A half-width ResNet-18 for a few CPU minutes: AdamW, a batch that fits the data, CPU-sized heads."""
     batch = min(CPU_BATCH, _power_of_two_below(facts.n_images // 4))
     side = min(facts.image_size, CPU_MAX_SIDE)
-    # the same pixels in all as CPU_STEPS at 28 px: 120 steps at 64 px (emoji), 460 at 32, 600 at 28 or less
+    # the same pixels in all as CPU_STEPS at 28 px: 350 steps at 64 px (emoji), 1380 at 32, 1800 at 28 or less
     steps = 10 * math.ceil(CPU_STEPS * min(1.0, (CPU_SIDE / side) ** 2) / 10)
     options = {"backbone": "resnet18", "backbone_kwargs": HALF_WIDTH, "optimizer": "adamw", "lr": 1e-3,
                "weight_decay": 1e-4, "batch_size": batch, "max_steps": steps,
