@@ -65,9 +65,9 @@ def train(method_name: str, options: dict[str, Any], out: str | None = None, res
         options = {**checkpoint["selfsup"]["train"], **saved, **options}
     elif (folder / LAST).exists() or step_checkpoints(folder):
         raise SelfsupError(f"'{run_dir}' already holds a run; pass --resume to continue it, or another --out")
-    images, recipe_line = None, ""
+    opened, recipe_line = None, ""
     if checkpoint is None:  # a resumed run keeps the options its recipe chose
-        options, images, recipe_line = _with_recipe(cls, options)
+        options, opened, recipe_line = _with_recipe(cls, options)
     method_options, train_options = split_options(options, cls.config_class)
     check_ranges(options)  # every number, the method's and the run's, before anything is built
     config = TrainConfig(**{**cls.run_defaults, **train_options})
@@ -86,7 +86,7 @@ def train(method_name: str, options: dict[str, Any], out: str | None = None, res
     # Image methods share the image openers (folders, shards, bad files, batched views); others open their own data.
     try:
         if cls.modality == "image":
-            setup = _image_setup(cls, method_options, config, run_dir, checkpoint, images)
+            setup = _image_setup(cls, method_options, config, run_dir, checkpoint, opened)
         else:
             setup = _opened_setup(cls, method_options, config, run_dir, checkpoint)
     except BaseException:  # bad data or method options: leave no empty run folder behind
@@ -185,10 +185,11 @@ class _Setup:
 
 
 def _with_recipe(cls: type[Method], options: dict[str, Any]) -> tuple[dict[str, Any], Any, str]:
-    """(options with the recipe's under the user's, the opened training images or None, the recipe's line).
+    """(options with the recipe's under the user's, None or (the opened training images, their `_image_size`), the
+    recipe's line).
 
     The recipe (train/recipes.py) is chosen from the device, the images' side and their number, so an image
-    method's data is opened here, once, and handed on to `_image_setup`."""
+    method's data is opened and sized here, once, and handed on to `_image_setup`."""
     requested = options.get("recipe", TrainConfig.recipe)
     backbone = getattr(cls.config_class, "backbone", None) if cls.modality == "image" else None
     if requested == "paper" or backbone is None:
@@ -196,24 +197,25 @@ def _with_recipe(cls: type[Method], options: dict[str, Any]) -> tuple[dict[str, 
         return options, None, ""
     data = options.get("data", cls.run_defaults.get("data", TrainConfig.data))
     images = open_shards(data) if is_shard_spec(data) else open_unlabeled(data)
-    size = options.get("image_size") or images.native_size
-    if not size:
-        found = folder_image_size(images.paths) if isinstance(images, FolderImageSet) else None
-        size = found[0] if found else FOLDER_IMAGE_SIZE
+    sized = _image_size(options.get("image_size"), images, None)
     n_images = min(len(images), options.get("limit_samples") or len(images))
     accelerator = options.get("accelerator", TrainConfig.accelerator)
     gpu = accelerator == "gpu" or (accelerator == "auto" and torch.cuda.is_available())
-    name, chosen, line = recipes.choose(cls.name, backbone, requested, recipes.DataFacts(n_images, size, gpu))
+    name, chosen, line = recipes.choose(cls.name, backbone, requested, recipes.DataFacts(n_images, sized[0], gpu))
     merged, applied = recipes.merge(chosen, options)
-    return {**merged, "recipe": name}, images, recipes.describe(line, applied, merged, n_images)
+    return {**merged, "recipe": name}, (images, sized), recipes.describe(line, applied, merged, n_images)
 
 
 def _image_setup(cls: type[Method], method_options: dict[str, Any], config: TrainConfig, run_dir: Path,
-                 checkpoint: dict[str, Any] | None, images: Any = None) -> _Setup:
-    if images is None:
+                 checkpoint: dict[str, Any] | None, opened: tuple[Any, tuple[int, str]] | None = None) -> _Setup:
+    if opened is None:
         images = open_shards(config.data) if is_shard_spec(config.data) else open_unlabeled(config.data)
+    else:  # opened and sized for the recipe; a size the recipe set wins over the images' own
+        images, sized = opened
     channels, native_size = images.channels, images.native_size
-    image_size, size_note = _image_size(config, images, checkpoint)  # of the whole folder, before limit_samples
+    # of the whole folder, before limit_samples
+    image_size, size_note = (sized if opened and not config.image_size else
+                             _image_size(config.image_size, images, checkpoint))
     images, skipped_note = _usable_images(_limited(images, config), config, run_dir)
     _check_one_batch(len(images), "usable images", config, skipped_note)
     method = build(cls.name, {"in_chans": channels, "image_size": image_size}, **method_options)
@@ -244,11 +246,11 @@ def _inputs(setup: _Setup, loader: DataLoader) -> str:
     return f" | {setup.input_shape} | views {setup.views_name}, {where}"
 
 
-def _image_size(config: TrainConfig, images: Any, checkpoint: dict[str, Any] | None) -> tuple[int, str]:
+def _image_size(requested: int | None, images: Any, checkpoint: dict[str, Any] | None) -> tuple[int, str]:
     """(training side, how it was chosen, for the summary): --image-size, a resumed run's own, a built-in set's own,
     or for a folder the rule of data.folder.folder_image_size (tar shards: FOLDER_IMAGE_SIZE)."""
-    if config.image_size:
-        return config.image_size, ""
+    if requested:
+        return requested, ""
     if checkpoint is not None:  # the size the run was made with, even if the folder changed since
         return checkpoint["selfsup"]["image_size"], ""
     if images.native_size:
