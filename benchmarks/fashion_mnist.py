@@ -113,13 +113,13 @@ def high_water_mark(pid: int) -> int:
 
 
 def evaluate(checkpoint: str, train_set, test_set, name: str | None = None, backbone: str = SHARED["backbone"],
-             backbone_kwargs: dict = NARROW) -> dict:
+             backbone_kwargs: dict = NARROW, small_stem: bool = False) -> dict:
     """kNN and linear top-1 of the frozen encoder (`pixels`, `random` or a checkpoint) on 60k -> 10k;
-    `backbone` and `backbone_kwargs` build the random-init encoder."""
+    `backbone`, `backbone_kwargs` and `small_stem` build the random-init encoder."""
     start = time.time()
     torch.manual_seed(0)
     encoder = frozen_encoder(checkpoint, channels=train_set.channels, native_size=train_set.native_size,
-                             backbone=backbone, backbone_kwargs=backbone_kwargs)
+                             backbone=backbone, backbone_kwargs=backbone_kwargs, small_stem=small_stem)
     train_x, train_y = extract_features(encoder, train_set, desc="train features")
     test_x, test_y = extract_features(encoder, test_set, desc="test features")
     knn = (knn_predict(train_x, train_y, test_x, k=200, temperature=0.07) == test_y).float().mean()

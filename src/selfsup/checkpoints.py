@@ -20,7 +20,8 @@ from selfsup.errors import SelfsupError
 from selfsup.files import not_a_checkpoint
 from selfsup.nn import create_backbone
 from selfsup.nn.detr import DETR
-from selfsup.views import normalization_for
+from selfsup.nn.video import SIDECAR_LIBRARY, load_video_backbone, write_video_sidecar
+from selfsup.views import channels_of, normalization_for
 
 LAST = "last.ckpt"
 ONNX_OPSET = 18  # what torch's exporter (torch.export based) writes natively; lower opsets go through a converter
@@ -233,6 +234,9 @@ def export_encoder(checkpoint_path: str | Path, out: str | Path, format: str | N
         return _export_onnx(encoder, _image_sidecar(encoder, meta), out)
     safetensors.torch.save_file({k: v.contiguous() for k, v in encoder.state_dict().items()}, str(out))
     _readable_like_new_files(out)
+    if modality_of(meta) == "video":  # selfsup.nn.video's VideoResNet, which no timm/torchvision name rebuilds
+        return write_video_sidecar(encoder, out, {"method": meta["method"], "selfsup_version": __version__,
+                                                  **data_meta_of(meta)})
     sidecar = {
         **_image_sidecar(encoder, meta),
         "how_to_load": "selfsup.checkpoints.load_exported(PATH), or build the architecture with "
@@ -249,7 +253,7 @@ def _image_sidecar(encoder: nn.Module, meta: dict[str, Any]) -> dict[str, Any]:
     config = meta["method_config"]
     library, _, arch = config["backbone"].rpartition(":")
     data_meta = data_meta_of(meta)
-    mean, std = normalization_for(data_meta["in_chans"])
+    mean, std = normalization_for(channels_of(data_meta))  # a TIFF run's own band statistics
     return {
         "library": library or "timm",
         "architecture": arch,
@@ -260,6 +264,11 @@ def _image_sidecar(encoder: nn.Module, meta: dict[str, Any]) -> dict[str, Any]:
         "image_size": data_meta["image_size"],
         "mean": list(mean),
         "std": list(std),
+        # TIFF tiles: which bands (1-based) of how many per file the encoder takes, and how non-uint8 pixels were
+        # mapped to 0..255 before the division by 255 that mean and std assume
+        **({"bands": {"bands": [i + 1 for i in data_meta["bands"]["index"]], "of": data_meta["bands"]["count"],
+                      "dtype": data_meta["bands"]["dtype"], "stretch": data_meta["bands"]["stretch"]}}
+           if data_meta.get("bands") else {}),
         "method": meta["method"],
         "selfsup_version": __version__,
         # a DETR around the backbone (UP-DETR): selfsup.nn.detr.DETR(backbone, **detr)
@@ -295,6 +304,8 @@ def load_exported(path: str | Path) -> nn.Module:
     """Rebuild a backbone written by `export_encoder` (reads PATH and its .json sidecar); UP-DETR's: the whole DETR."""
     path = Path(path)
     sidecar = json.loads(path.with_suffix(".json").read_text())
+    if sidecar["library"] == SIDECAR_LIBRARY:
+        return load_video_backbone(path, sidecar)
     name = f"{sidecar['library']}:{sidecar['architecture']}"
     backbone = create_backbone(name, in_chans=sidecar["in_chans"], small_stem=sidecar["small_stem"],
                                **sidecar.get("kwargs", {}))

@@ -34,6 +34,7 @@ TRAIN_FLAGS = {
                     "paper (the method's paper defaults) [auto; paper with --config]"),
     "seed": (int, "random seed [0]"),
     "limit_samples": (int, "train on a seeded random subset of this many images"),
+    "bands": (str, "TIFF tiles: the bands to keep, 1-based, in order, e.g. 4,3,2 [all]"),
     "checkpoint_every": (int, "steps between checkpoints (also written every epoch and on SIGTERM) [100]"),
     "keep_last": (int, "step checkpoints kept on disk; older ones are deleted [3]"),
     "on_bad_image": (str, "skip (and list in RUN/bad_images.txt) or error, for image files that cannot be decoded [skip]"),
@@ -78,7 +79,7 @@ def _check_paths(args: argparse.Namespace) -> None:
         named = spec is not None and re.match(r"^[A-Za-z][\w-]+:", spec) is not None  # NAME:DIR, shards:PATTERN
         if spec and not named and os.sep in spec and not os.path.exists(os.path.expanduser(spec)):
             modality = catalog()[method]["modality"] if method in catalog() else "image"
-            what = {"text": "no text at", "audio": "no audio at"}.get(modality, "no images at")
+            what = {"text": "no text at", "audio": "no audio at", "video": "no videos at"}.get(modality, "no images at")
             raise SelfsupError(f"'{spec}' does not exist ({what} that path): pass a built-in name or an existing "
                                f"folder (see `selfsup {args.command} --help`)")
     checkpoint = getattr(args, "checkpoint", None)
@@ -287,6 +288,21 @@ def _parser() -> argparse.ArgumentParser:
                         help="onnx: an image encoder as ONNX with a dynamic batch axis [from --out: .onnx is onnx; "
                              "otherwise safetensors, or a Hugging Face folder for text and audio]")
     export.set_defaults(run=_export)
+
+    tokenizer = commands.add_parser("train-tokenizer", help="train the document page tokenizer (a VQ-VAE, one code "
+                                                            "per patch: DiT's targets) and plot its reconstructions")
+    tokenizer.add_argument("--data", default="doc-pages",
+                           help="doc-pages, doc-genres, or a folder of PDFs and page images [doc-pages]")
+    tokenizer.add_argument("--out", required=True, help="folder for tokenizer.ckpt, reconstructions.png, tokenizer.json")
+    tokenizer.add_argument("--max-steps", type=int, help="Adam steps [2000]")
+    tokenizer.add_argument("--batch-size", type=int, default=16, help="pages per step [16]")
+    tokenizer.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate [1e-3]")
+    tokenizer.add_argument("--codes", type=int, help="codebook size K [512]")
+    tokenizer.add_argument("--patch", type=int, help="pixels per code side, a power of 2 (ViT patch) [16]")
+    tokenizer.add_argument("--width", type=int, help="channels of the deepest convolutions [64]")
+    tokenizer.add_argument("--seed", type=int, default=0)
+    tokenizer.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    tokenizer.set_defaults(run=_train_tokenizer)
     return parser
 
 
@@ -496,6 +512,16 @@ def _discover(args: argparse.Namespace) -> None:
     tag = f" [{result['tag']} labels]" if result["tag"] else ""
     print(f"discover {scores}{result['encoder']} | {result['split']}{tag} {result['n_images']} images | "
           f"{result['seconds']}s | {result['out']}")
+
+
+def _train_tokenizer(args: argparse.Namespace) -> None:
+    from selfsup.document import train_tokenizer
+
+    r = train_tokenizer(args.data, args.out, max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr,
+                        seed=args.seed, progress=args.progress, codes=args.codes, patch=args.patch, width=args.width)
+    print(f"train-tokenizer recon MSE {r['recon']:.5f} (test pages {r['shown_recon_mse']:.5f}), perplexity "
+          f"{r['perplexity']:.1f}, {r['codes_used']}/{r['codes']} codes used, {r['grid']} codes per page | {r['data']} "
+          f"{r['pages']} pages, {r['steps']} steps | {r['seconds']}s | {r['checkpoint']} {r['reconstructions']}")
 
 
 def _export(args: argparse.Namespace) -> None:

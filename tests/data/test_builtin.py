@@ -138,7 +138,7 @@ def test_digits_split_is_stratified_and_seeded():
 
 
 def test_builtin_table_names():
-    assert set(BUILTIN) == {"fashion-mnist", "mnist", "digits", "emoji"}
+    assert set(BUILTIN) == {"fashion-mnist", "mnist", "digits", "emoji", "doc-pages", "doc-genres"}
 
 
 @pytest.mark.parametrize(

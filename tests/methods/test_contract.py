@@ -72,7 +72,7 @@ def test_a_method_in_one_file_trains_evaluates_and_exports(toy_method, tmp_path,
 @pytest.mark.parametrize("name", sorted(METHODS))
 def test_every_method_declares_the_contract(name):
     cls = METHODS[name]
-    assert issubclass(cls, Method) and cls.modality in ("image", "text", "audio")
+    assert issubclass(cls, Method) and cls.modality in ("image", "text", "audio", "video")
     assert cls.paper and dataclasses.is_dataclass(cls.config_class)
     config = cls.config_class()
     assert {"optimizer", "lr", "weight_decay", "warmup_fraction"} <= {f.name for f in dataclasses.fields(config)}

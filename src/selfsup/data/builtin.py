@@ -16,6 +16,13 @@ from selfsup.errors import SelfsupError
 from .emoji import CATEGORIES as EMOJI_CATEGORIES
 from .emoji import MISSING as EMOJI_MISSING
 from .emoji import load_emoji, source_dir
+from .documents import MANUALS as DOC_MANUALS
+from .documents import MISSING as DOC_PAGES_MISSING
+from .documents import PAGE as DOC_PAGE
+from .documents import doc_pdf_dir, load_doc_pages
+from .doc_genres import GENRES as DOC_GENRES
+from .doc_genres import MISSING as DOC_GENRES_MISSING
+from .doc_genres import load_doc_genres, photo_dir
 from .idx import read_idx
 from .images import ArrayImageSet
 from .split import stratified_split
@@ -62,6 +69,9 @@ BUILTIN: dict[str, Builtin] = {
     ),
     "digits": Builtin(_DIGIT_CLASSES, 8, None, ""),
     "emoji": Builtin(EMOJI_CATEGORIES, 64, lambda: str(source_dir()), EMOJI_MISSING),  # 3 channels: see emoji.py
+    # grayscale document pages (1, 224, 224): real manual pages by manual, generated pages by genre (documents.py)
+    "doc-pages": Builtin(DOC_MANUALS, DOC_PAGE, lambda: str(doc_pdf_dir()), DOC_PAGES_MISSING),
+    "doc-genres": Builtin(DOC_GENRES, DOC_PAGE, lambda: str(photo_dir()), DOC_GENRES_MISSING),
 }
 
 
@@ -76,6 +86,10 @@ def load_builtin(name: str, split: str = "train", root: str | None = None) -> Ar
         raise SelfsupError(f"unknown split '{split}' of {name}: pass 'train' or 'test'")
     if name == "emoji":  # PNGs and emoji.json of two npm packages, not idx files; root: emoji:DIR
         return load_emoji(split, root)
+    if name == "doc-pages":  # PDFs rendered once into the cache; root: doc-pages:DIR of the manuals' PDFs
+        return load_doc_pages(split, root)
+    if name == "doc-genres":  # generated once into the cache; root: doc-genres:DIR of opencv-doc's photos
+        return load_doc_genres(split, root)
     if info.default_dir is None:
         if root is not None:
             raise SelfsupError(f"{name} comes with scikit-learn and is read from no folder: pass --data {name}")

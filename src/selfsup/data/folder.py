@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
 _EXTENSIONS = frozenset(IMAGE_EXTENSIONS)
+_TIFF = (".tif", ".tiff")  # read with tifffile when their headers are checked (data.tiff)
 # Integer modes whose values span 16 bits (PIL rescales 16-bit PGM into "I" too).
 _SIXTEEN_BIT = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
 # Larger images are refused rather than decoded (20000 x 20000 RGB would take 1.2 GB per worker):
@@ -134,7 +135,12 @@ def _open(source: str | IO[bytes]) -> Image.Image:
 
 
 def header_problem(path: str) -> str | None:
-    """Why `path` cannot be used, judged from its header alone (empty, not an image, too large), or None."""
+    """Why `path` cannot be used, judged from its header alone (empty, not an image, too large), or None. TIFF files
+    are judged by tifffile (data.tiff), which reads any band count."""
+    if path.lower().endswith(_TIFF):
+        from .tiff import tiff_problem  # tiff imports this module
+
+        return tiff_problem(path)
     try:
         with _open(path):
             return None
@@ -144,6 +150,10 @@ def header_problem(path: str) -> str | None:
 
 def header_side(path: str) -> int | None:
     """The shorter side in pixels of the image file `path`, read from its header; None when it cannot be used."""
+    if path.lower().endswith(_TIFF):
+        from .tiff import tiff_side
+
+        return tiff_side(path)
     try:
         with _open(path) as img:
             return min(img.size)

@@ -18,7 +18,7 @@ from .cache import cache_file, read_cache, settled, write_cache
 from .folder import IMAGE_EXTENSIONS, MAX_PIXELS, scan_images, walk_images
 
 # What decides which files are listed and which pass the header check: a cache of other rules is stale.
-RULES = [list(IMAGE_EXTENSIONS), MAX_PIXELS]
+RULES = [list(IMAGE_EXTENSIONS), MAX_PIXELS, "tiff-headers-by-tifffile"]
 
 
 def cached_index(root: str) -> list[str]:

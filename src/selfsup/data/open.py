@@ -13,25 +13,30 @@ from selfsup.errors import SelfsupError
 
 from .builtin import BUILTIN, builtin_info, digits_set, load_builtin
 from .dense import DENSE_BUILTIN, open_dense
+from .documents import holds_pdfs, open_page_folder
 from .folder import IMAGE_EXTENSIONS, FolderImageSet, index_images
 from .folder_index import cached_index
 from .images import ImageSet
 from .shards import is_shard_spec
 from .split import check_fraction, stratified_split
+from .tiff import LANDSAT, TiffImageSet, open_landsat, open_tiffs, tiff_folder
 
 _NO_IMAGES = f"no image files (read: {' '.join(IMAGE_EXTENSIONS)})"
 
 
 def open_unlabeled(spec: str | os.PathLike) -> ImageSet:
     """Images for pretraining: a built-in's train split, or every image file under a folder (labels -1;
-    the listing is cached between runs, see folder_index)."""
+    the listing is cached between runs, see folder_index). A folder of TIFF files only, and the built-in landsat,
+    open as multi-band tiles (data.tiff)."""
     spec = os.fspath(spec)
+    if spec == LANDSAT:
+        return open_landsat()
     if spec in DENSE_BUILTIN:  # scenes and tiles whose labels say where: pretraining sees the images only
         return open_dense(spec, "train").images()
     builtin = _parse_builtin(spec)
     if builtin is not None:
         return load_builtin(builtin[0], "train", builtin[1])
-    root = existing_folder(spec, (*BUILTIN, *DENSE_BUILTIN))
+    root = existing_folder(spec, (*BUILTIN, *DENSE_BUILTIN, LANDSAT))
     paths = cached_index(root)
     held_out = held_out_folder(root)
     if held_out is not None:  # a labelled folder's root: its test images must stay unseen for `eval --data DIR`
@@ -40,10 +45,14 @@ def open_unlabeled(spec: str | os.PathLike) -> ImageSet:
         print(f"selfsup: warning: '{spec}' is laid out as train/ + {held_out}/; pretraining leaves out the "
               f"{held_out}/ images, which `selfsup eval --data {spec}` scores on (pass {os.path.join(spec, held_out)} "
               "itself to pretrain on them)", file=sys.stderr)
+    if not paths and holds_pdfs(root):  # a folder of PDFs: their pages as grayscale images (documents.py)
+        return open_page_folder(root)
     if not paths:
         tars = any(name.endswith(".tar") for name in os.listdir(root))
         hint = f"; for the tar shards in it pass shards:{spec}" if tars else ""
         raise SelfsupError(f"'{spec}' contains {_NO_IMAGES}: pass a folder of images or a built-in name{hint}")
+    if tiff_folder(paths):
+        return open_tiffs(paths, name=spec, root=root)
     return FolderImageSet(paths, name=spec, root=root)
 
 
@@ -56,6 +65,9 @@ def open_labeled(spec: str | os.PathLike, test_fraction: float = 0.2, seed: int 
     """
     check_fraction(test_fraction)
     spec = os.fspath(spec)
+    if spec == LANDSAT:
+        raise SelfsupError("landsat is one unlabelled tile: pass a labelled folder of TIFF tiles (DIR/<class>/...) "
+                           "to evaluate on")
     builtin = _parse_builtin(spec)
     if builtin is not None:
         name, root = builtin
@@ -122,10 +134,10 @@ def _labeled_folder(root: str, test_fraction: float, seed: int) -> tuple[FolderI
     if held_out is not None:
         train, test = class_folders(os.path.join(root, "train")), class_folders(os.path.join(root, held_out))
         classes = sorted(set(train) | set(test))
-        return (
-            _folder_set(train, classes, os.path.join(root, "train")),
-            _folder_set(test, classes, os.path.join(root, held_out)),
-        )
+        train_set = _folder_set(train, classes, os.path.join(root, "train"))
+        # TIFF tiles of other than uint8 pixels: the test tiles are mapped to uint8 with the train tiles' range
+        stretch = train_set.stretch if isinstance(train_set, TiffImageSet) else None
+        return train_set, _folder_set(test, classes, os.path.join(root, held_out), stretch)
     if subfolders == ["train"]:
         raise SelfsupError(
             f"'{root}' has a train/ folder but no test/ or val/: add {os.path.join(root, 'test')}/<class>/..., "
@@ -134,6 +146,8 @@ def _labeled_folder(root: str, test_fraction: float, seed: int) -> tuple[FolderI
     files = class_folders(root)
     everything = _folder_set(files, sorted(files), root)
     train, test = stratified_split(everything.labels.numpy(), test_fraction, seed, everything.classes)
+    if isinstance(everything, TiffImageSet):
+        return everything.subset(train, f"{root}/train"), everything.subset(test, f"{root}/test")
     return (
         FolderImageSet(everything.paths[train], everything.labels[train], everything.classes, f"{root}/train"),
         FolderImageSet(everything.paths[test], everything.labels[test], everything.classes, f"{root}/test"),
@@ -152,8 +166,12 @@ def _is_dir(entry: os.DirEntry) -> bool:
         return False
 
 
-def _folder_set(files: dict[str, list[str]], classes: list[str], name: str) -> FolderImageSet:
-    """One FolderImageSet of every class's files, labelled by the class's index in `classes`."""
+def _folder_set(files: dict[str, list[str]], classes: list[str], name: str,
+                stretch: list[list[float]] | None = None) -> FolderImageSet:
+    """One FolderImageSet of every class's files, labelled by the class's index in `classes` (a TiffImageSet when
+    they are all TIFF files; `stretch` as open_tiffs takes it)."""
     paths = [p for c in files for p in files[c]]
     labels = np.concatenate([np.full(len(files[c]), classes.index(c), dtype=np.int64) for c in files])
+    if tiff_folder(paths):
+        return open_tiffs(paths, labels, classes, name, stretch=stretch)
     return FolderImageSet(paths, labels, classes, name)

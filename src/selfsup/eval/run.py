@@ -21,8 +21,8 @@ from selfsup.eval.features import checkpoint_modality, extract_features, frozen_
 from selfsup.eval.linear import linear_probe
 from selfsup.nn.knn import knn_predict
 
-DEFAULT_DATA = {"image": "fashion-mnist", "text": "bible-genres", "audio": "spoken-words"}
-DEFAULT_K = {"image": 200, "text": 20, "audio": 20}
+DEFAULT_DATA = {"image": "fashion-mnist", "text": "bible-genres", "audio": "spoken-words", "video": "moving-objects"}
+DEFAULT_K = {"image": 200, "text": 20, "audio": 20, "video": 20}
 AUDIO_EVAL_SECONDS = 2.0  # audio features (and MFCCs) describe the first 2 s of a clip, the training crop's length
 CACHE_BYTES = 64 * 2**20  # features up to this size are kept beside the result, for the other probe to reuse
 
@@ -57,6 +57,10 @@ def open_labeled_split(modality: str, data: str, seed: int = 0, test_fraction: f
         train, test, _ = open_labeled_audio(data, seed, 0.2 if test_fraction is None else test_fraction,
                                             max_seconds=AUDIO_EVAL_SECONDS)
         return train, test
+    if modality == "video":
+        from selfsup.video import open_labeled_video
+
+        return open_labeled_video(data, test_fraction)
     raise SelfsupError(f"no labelled {modality} data to evaluate on yet")
 
 

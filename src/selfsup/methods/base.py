@@ -12,7 +12,7 @@ from torch import nn
 
 from selfsup.errors import SelfsupError
 from selfsup.nn import create_backbone, feature_map
-from selfsup.views import EvalTransform
+from selfsup.views import EvalTransform, channels_of
 
 
 @dataclass
@@ -157,8 +157,9 @@ class ImageMethod(Method):
 
     def eval_batch(self, inputs: list[torch.Tensor]) -> torch.Tensor:
         """uint8 images (C, H, W) of any channel count -> (B, in_chans, S, S): resized, centre-cropped and
-        normalised as in training; a grayscale encoder sees an RGB image as its channel mean."""
-        transform = EvalTransform(self.image_size, self.in_chans)
+        normalised as in training; a grayscale encoder sees an RGB image as its channel mean, a TIFF run's encoder
+        its bands with their statistics (views.channels_of)."""
+        transform = EvalTransform(self.image_size, channels_of(self.data_meta))
         return torch.stack([transform(image) for image in inputs])
 
     def monitor_batch(self, batch: Any) -> torch.Tensor:

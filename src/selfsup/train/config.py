@@ -47,6 +47,7 @@ class TrainConfig:
     probe_every: int | None = None
     probe_data: str | None = None  # labelled images for the probe (DIR/<class>/..., DIR/train|test/..., a built-in)
     limit_samples: int | None = None  # train on a seeded random subset of this many images
+    bands: str | None = None  # TIFF tiles: the bands kept, 1-based, in order ("4,3,2"); None: all (data.tiff)
 
 
 CHOICES = {"on_bad_image": ("skip", "error"), "on_nan_loss": ("stop", "skip"), "accelerator": ("auto", "cpu", "gpu"),

@@ -101,6 +101,7 @@ def _cpu(method: str, facts: DataFacts) -> tuple[dict[str, Any], str]:
                "weight_decay": 1e-4, "batch_size": batch, "max_steps": steps,
                **({"image_size": side} if side < facts.image_size else {}), **CPU_METHOD_OPTIONS.get(method, {})}
     if "queue_size" in options:  # a MoCo queue holds keys of other images only: at most the data minus a batch
+        batch = options["batch_size"]  # a method's own batch where its entry sets one
         options["queue_size"] = min(options["queue_size"], max(batch, facts.n_images - batch))
     return options, "a ResNet-18 sized for a few CPU minutes"
 

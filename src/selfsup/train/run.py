@@ -28,6 +28,7 @@ from selfsup.data import (
     open_unlabeled,
 )
 from selfsup.data.folder import SIZE_MAX, SIZE_MIN, SIZE_STEP, folder_image_size
+from selfsup.data.tiff import TiffImageSet
 from selfsup.errors import SelfsupError
 from selfsup.methods import RENAMED, Method, build, make_config, method_class
 from selfsup.ranges import check_ranges
@@ -38,7 +39,7 @@ from selfsup.train.probe import KnnProbe, open_probe
 from selfsup.train.resume import EpochSampler, KeyedSamples
 from selfsup.train.shard_stream import ShardStream
 from selfsup.train.throughput import StepTimer
-from selfsup.views import TransformedImages
+from selfsup.views import TransformedImages, channels_of
 
 DEFAULT_EPOCHS = 100
 FOLDER_IMAGE_SIZE = 224  # tar shards without --image-size (a folder's default follows its images)
@@ -212,14 +213,23 @@ def _image_setup(cls: type[Method], method_options: dict[str, Any], config: Trai
         images = open_shards(config.data) if is_shard_spec(config.data) else open_unlabeled(config.data)
     else:  # opened and sized for the recipe; a size the recipe set wins over the images' own
         images, sized = opened
+    if config.bands and not isinstance(images, TiffImageSet):
+        raise SelfsupError(f"--bands picks bands of TIFF tiles, and {config.data} is not a folder of TIFF files: "
+                           "drop --bands")
+    images = images.pick_bands(config.bands) if config.bands else images
     channels, native_size = images.channels, images.native_size
     # of the whole folder, before limit_samples
     image_size, size_note = (sized if opened and not config.image_size else
                              _image_size(config.image_size, images, checkpoint))
+    data_meta = {"in_chans": channels, "image_size": image_size}
+    if isinstance(images, TiffImageSet):  # band statistics: measured once, kept by a resumed run
+        saved = checkpoint["selfsup"].get("data_meta", {}).get("bands") if checkpoint else None
+        data_meta["bands"] = saved or images.band_meta()
     images, skipped_note = _usable_images(_limited(images, config), config, run_dir)
+    images, native_size, size_note = _cut_tiles(images, image_size, native_size, size_note)
     _check_one_batch(len(images), "usable images", config, skipped_note)
-    method = build(cls.name, {"in_chans": channels, "image_size": image_size}, **method_options)
-    views = method.default_views(image_size, channels)
+    method = build(cls.name, data_meta, **method_options)
+    views = method.default_views(image_size, channels_of(data_meta))  # a TIFF run's views use its band statistics
     batched = config.batched_views if config.batched_views is not None else native_size is not None
     batched = batched and views.batch is not None
     if config.batched_views and views.batch is None:
@@ -229,10 +239,22 @@ def _image_setup(cls: type[Method], method_options: dict[str, Any], config: Trai
         raise SelfsupError(f"batched_views needs images of one size, and those in {config.data} vary; "
                            "drop --set batched_views=true")
     images = method.training_images(images)
-    return _Setup(method, {"in_chans": channels, "image_size": image_size}, images,
+    return _Setup(method, data_meta, images,
                   views=None if batched else views, batched=batched, batch_views=views if batched else None,
                   input_shape=f"{channels}x{image_size} px{size_note}", views_name=type(views).__name__,
                   can_batch=native_size is not None and views.batch is not None, note=skipped_note)
+
+
+def _cut_tiles(images: Dataset, side: int, native_size: int | None, size_note: str) -> tuple[Dataset, int | None, str]:
+    """TIFF tiles (possibly wrapped to skip bad files) cut into random side x side windows where they are large
+    (data.tiff.TiffImageSet.windows); other images as they are. Returns (images, their native size, size note)."""
+    inner = images.images if isinstance(images, SkipBadImages) else images
+    if not isinstance(inner, TiffImageSet):
+        return images, native_size, size_note
+    tiles, cut = len(set(map(str, inner.paths))), inner.windows(side)
+    if len(cut) > tiles:
+        size_note += f", {len(cut)} random {side} px windows per epoch from {tiles} tile{'s' * (tiles > 1)}"
+    return (SkipBadImages(cut, images.log_file) if images is not inner else cut), cut.native_size, size_note
 
 
 def _inputs(setup: _Setup, loader: DataLoader) -> str:

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 from torchvision.transforms import v2
 
+from selfsup.views.bands import photometric
 from selfsup.views.eval import normalization_for
 from selfsup.views.simclr import crop_and_colour, simclr_jitter
 
@@ -25,21 +26,21 @@ def jigsaw(crop: torch.Tensor) -> torch.Tensor:
 def patch_colour(size: int, channels: int, jitter: tuple[float, ...]) -> tuple[v2.Compose, nn.Sequential]:
     """One patch's own augmentation, per patch (torchvision, uint8 (C, p, p)) and batched (kornia, float (N, C, p, p)
     in [0, 1], parameters per patch): `crop_and_colour` without the crop and flip (the jigsaw crop did those) —
-    colour jitter p 0.8, grayscale p 0.2, blur p 0.5 from 64 px, normalisation."""
-    jitter = tuple(jitter) if channels == 3 else tuple(jitter[:2])
-    colour, blur = channels == 3, size >= 64
+    colour jitter p 0.8, grayscale p 0.2 (multi-band patches: band-wise brightness/contrast, views.bands.photometric),
+    blur p 0.5 from 64 px, normalisation."""
+    blur = size >= 64
+    before, after, batched_colour = photometric(channels, jitter, 0.8)
     mean, std = normalization_for(channels)
     kernel = int(0.1 * size) // 2 * 2 + 1
     per_patch = v2.Compose([
-        v2.RandomApply([v2.ColorJitter(*jitter)], p=0.8),
-        *([v2.RandomGrayscale(p=0.2)] if colour else []),
+        *before,
         *([v2.RandomApply([v2.GaussianBlur(kernel, sigma=(0.1, 2.0))], p=0.5)] if blur else []),
         v2.ToDtype(torch.float32, scale=True),
+        *after,
         v2.Normalize(mean, std),
     ])
     batched = nn.Sequential(
-        K.ColorJitter(*jitter, p=0.8),
-        *([K.RandomGrayscale(p=0.2)] if colour else []),
+        *batched_colour,
         *([K.RandomGaussianBlur((kernel, kernel), (0.1, 2.0), p=0.5)] if blur else []),
         K.Normalize(torch.tensor(mean), torch.tensor(std)),
     )

@@ -7,7 +7,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.transforms import InterpolationMode, v2
 
-from selfsup.views.eval import normalization_for
+from selfsup.views.bands import BandJitter, BatchBandJitter
+from selfsup.views.eval import colour_kind, normalization_for
 
 
 class ExemplarViews:
@@ -17,7 +18,8 @@ class ExemplarViews:
     Every copy gets all transformations, with magnitudes drawn uniformly from the paper's ranges:
     translation up to 0.2 of the side in x and y, scale 0.7-1.4, rotation ±20°, contrast 0.5-2,
     brightness (value) 0.7-1.4 and, for colour images, saturation 0.7-1.4 and hue ±0.1 of the
-    circle. One-channel images get contrast and brightness only. The paper's contrast acts along
+    circle. One-channel images get contrast and brightness only, multi-band images (views.eval.colour_kind) the
+    same ranges drawn per band (views.bands.band_jitter). The paper's contrast acts along
     the principal components of all pixels and raises S and V to a power 0.25-4; here contrast is
     torchvision's blend with the grey mean and there is no power. Areas moved in from outside are black.
     """
@@ -28,12 +30,14 @@ class ExemplarViews:
                  saturation: tuple[float, float] = (0.7, 1.4), hue: float = 0.1):
         self.image_size, self.n_views = image_size, n_views
         jitter = {"brightness": brightness, "contrast": contrast}
-        if channels == 3:
+        kind = colour_kind(channels)
+        if kind == "rgb":
             jitter.update(saturation=saturation, hue=(-hue, hue))
         mean, std = normalization_for(channels)
         affine = {"degrees": rotation, "translate": (translation, translation), "scale": scale}
         self.geometric = v2.RandomAffine(**affine, interpolation=InterpolationMode.BILINEAR)
-        self.photometric = v2.ColorJitter(**jitter)
+        # multi-band images: the same brightness and contrast ranges, drawn per band (views.bands)
+        self.photometric = BandJitter(brightness, contrast) if kind == "bands" else v2.ColorJitter(**jitter)
         self.transform = v2.Compose([
             v2.Resize(image_size, antialias=True),
             v2.CenterCrop(image_size),
@@ -43,7 +47,8 @@ class ExemplarViews:
             v2.Normalize(mean, std),
         ])
         self.batch_geometric = K.RandomAffine(**affine, p=1.0)
-        self.batch_photometric = K.ColorJitter(**jitter, p=1.0)
+        self.batch_photometric = (BatchBandJitter(brightness, contrast) if kind == "bands" else
+                                  K.ColorJitter(**jitter, p=1.0))
         self.batch_transform = nn.Sequential(self.batch_geometric, self.batch_photometric,
                                              K.Normalize(torch.tensor(mean), torch.tensor(std)))
 

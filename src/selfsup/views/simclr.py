@@ -6,6 +6,7 @@ import torch
 from torch import nn
 from torchvision.transforms import v2
 
+from selfsup.views.bands import photometric, solarizes
 from selfsup.views.eval import normalization_for
 
 
@@ -23,27 +24,28 @@ def crop_and_colour(size: int, channels: int, scale: tuple[float, float], jitter
     hue) with p `jitter_p` + grayscale with p 0.2 + Gaussian blur (σ 0.1-2, kernel ~10% of the side)
     with p `blur_p` + solarisation (x ≥ 0.5 -> 1 - x) with p `solarize_p`. Blur is dropped below 64 px,
     as lightly and solo-learn do for CIFAR: at that size a kernel of 10% of the side erases most of the
-    image. One-channel images get brightness/contrast jitter only (saturation, hue and grayscale need colour).
+    image. The colour steps follow views.bands.photometric: one-channel images get brightness/contrast jitter only
+    (saturation, hue and grayscale need colour); multi-band images (views.eval.colour_kind 'bands') get band-wise
+    brightness/contrast of the same strengths instead, and no solarisation.
     """
-    jitter = tuple(jitter) if channels == 3 else tuple(jitter[:2])
-    colour, blur, solarize = channels == 3, size >= 64 and blur_p > 0, solarize_p > 0
+    blur, solarize = size >= 64 and blur_p > 0, solarize_p > 0 and solarizes(channels)
+    before, after, batched_colour = photometric(channels, jitter, jitter_p)
     mean, std = normalization_for(channels)
     kernel = int(0.1 * size) // 2 * 2 + 1  # odd, ~10% of the side
     per_sample = v2.Compose([
         v2.RandomResizedCrop(size, scale=scale, antialias=True),
         v2.RandomHorizontalFlip(),
-        v2.RandomApply([v2.ColorJitter(*jitter)], p=jitter_p),
-        *([v2.RandomGrayscale(p=0.2)] if colour else []),
+        *before,
         *([v2.RandomApply([v2.GaussianBlur(kernel, sigma=(0.1, 2.0))], p=blur_p)] if blur else []),
         v2.ToDtype(torch.float32, scale=True),
+        *after,
         *([v2.RandomSolarize(0.5, p=solarize_p)] if solarize else []),  # on [0, 1] floats
         v2.Normalize(mean, std),
     ])
     batched = nn.Sequential(
         K.RandomResizedCrop((size, size), scale=scale),
         K.RandomHorizontalFlip(),
-        K.ColorJitter(*jitter, p=jitter_p),
-        *([K.RandomGrayscale(p=0.2)] if colour else []),
+        *batched_colour,
         *([K.RandomGaussianBlur((kernel, kernel), (0.1, 2.0), p=blur_p)] if blur else []),
         *([K.RandomSolarize(thresholds=0.0, additions=0.0, p=solarize_p)] if solarize else []),  # exactly 0.5
         K.Normalize(torch.tensor(mean), torch.tensor(std)),

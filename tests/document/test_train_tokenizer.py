@@ -1,0 +1,84 @@
+"""`selfsup train-tokenizer` end to end on a tiny folder of PDFs and page images, the checkpoint read back, and the
+page codes computed once per tokenizer."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from selfsup.cli import main
+from selfsup.document import codes as codes_module
+from selfsup.document import load_tokenizer, page_codes
+from selfsup.document.train import CHECKPOINT, GRID
+from selfsup.errors import SelfsupError
+
+
+@pytest.fixture
+def page_folder(tmp_path):
+    """Two 2-page PDFs (lines of 'text' as dark bars), a page scan of another size, and a corrupt PDF."""
+    folder = tmp_path / "pages"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("a.pdf", "b.pdf"):
+        pages = []
+        for _ in range(2):
+            page = np.full((792, 612), 255, dtype=np.uint8)
+            for y in range(80, 700, 30):
+                page[y:y + 10, 72:72 + int(rng.integers(200, 468))] = 0
+            pages.append(Image.fromarray(page))
+        pages[0].save(folder / name, "PDF", resolution=72.0, save_all=True, append_images=pages[1:])
+    Image.fromarray(np.full((500, 380), 230, dtype=np.uint8)).save(folder / "scan.png")
+    (folder / "broken.pdf").write_bytes(b"%PDF-1.7 cut short")
+    return folder
+
+
+@pytest.mark.slow
+def test_train_tokenizer_cli_on_a_folder(page_folder, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "tok"
+    assert main(["train-tokenizer", "--data", str(page_folder), "--out", str(out), "--max-steps", "3",
+                 "--batch-size", "2", "--codes", "16", "--width", "8", "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    assert "1 corrupt PDF (broken.pdf)" in captured.err  # the counted skip
+    assert "train-tokenizer recon MSE" in captured.out and "14x14 codes per page" in captured.out
+    assert "5 pages" in captured.out
+    summary = json.loads((out / "tokenizer.json").read_text())
+    assert summary["steps"] == 3 and summary["codes"] == 16 and np.isfinite(summary["loss"])
+    grid = Image.open(out / GRID)
+    assert grid.size == (5 * 224 + 6 * 4, 2 * 224 + 3 * 4)  # 5 pages: originals above reconstructions
+    model = load_tokenizer(out / CHECKPOINT)
+    assert model.config.codes == 16 and model.config.image_size == 224 and not model.training
+
+    first = page_codes(out / CHECKPOINT, str(page_folder))
+    assert first.shape == (5, 14, 14) and first.dtype == torch.int64 and 0 <= first.min() and first.max() < 16
+    monkeypatch.setattr(codes_module, "load_tokenizer", lambda *a: pytest.fail("codes computed again"))
+    assert torch.equal(page_codes(out / CHECKPOINT, str(page_folder)), first)  # read from the cache
+    monkeypatch.undo()
+    not_a_tokenizer = tmp_path / "other.ckpt"
+    torch.save({"something": 1}, not_a_tokenizer)  # other bytes: another cache entry, so it is loaded (and refused)
+    with pytest.raises(SelfsupError, match="not a tokenizer checkpoint"):
+        page_codes(not_a_tokenizer, str(page_folder))
+
+
+def test_train_tokenizer_refuses_bad_data_in_one_line(tmp_path, capsys):
+    (tmp_path / "only.pdf").write_bytes(b"")
+    assert main(["train-tokenizer", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--max-steps", "1"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "no usable page" in err and "1 corrupt PDF (only.pdf)" in err
+    assert main(["train-tokenizer", "--data", "fashion-mnist", "--out", str(tmp_path / "o")]) == 1
+    assert "pass doc-pages or doc-genres" in capsys.readouterr().err
+    assert main(["train-tokenizer", "--data", str(tmp_path / "only.pdf"), "--out", str(tmp_path / "o")]) == 1
+    assert "is a file, not a folder" in capsys.readouterr().err
+    assert main(["train-tokenizer", "--data", "doc-pages", "--out", str(tmp_path / "o"), "--patch", "12"]) == 1
+    assert "not a power of 2" in capsys.readouterr().err  # refused before any page is read
+
+
+def test_load_tokenizer_errors(tmp_path):
+    with pytest.raises(SelfsupError, match="does not exist"):
+        load_tokenizer(tmp_path / "missing.ckpt")
+    (tmp_path / "junk.ckpt").write_bytes(b"not a zip")
+    with pytest.raises(SelfsupError, match="cannot read"):
+        load_tokenizer(tmp_path / "junk.ckpt")
