@@ -204,6 +204,10 @@ def test_picked_bands_train_and_evaluate_on_the_full_tiles(tmp_path, capsys):
     assert meta["in_chans"] == 2 and meta["data_meta"]["bands"]["index"] == [4, 1] and meta["train"]["bands"] == "5,2"
     # evaluation reads all 6 bands of each tile and gives the encoder bands 5 and 2
     assert main(["eval", "knn", "--checkpoint", str(out / "checkpoints" / "last.ckpt"), "--data", str(data)]) == 0
+    # fine-tuning does too: its views pick bands 5 and 2 of the full tiles and normalise with their statistics
+    assert main(["eval", "finetune", "--checkpoint", str(out / "checkpoints" / "last.ckpt"), "--data", str(data),
+                 "--max-steps", "2", "--batch-size", "4", "--label-fraction", "1", "--out", str(tmp_path / "ft")]) == 0
+    assert 0 <= json.loads((tmp_path / "ft" / "result.json").read_text())["top1"] <= 1
     # a resumed run keeps its bands and their statistics
     assert main(["train", "byol", "--out", str(out), "--resume", "--max-steps", "4", "--no-progress"]) == 0
     resumed = read_checkpoint(out / "checkpoints" / "last.ckpt")

@@ -32,7 +32,7 @@ from selfsup.methods import build
 from selfsup.nn import create_backbone
 from selfsup.train.module import make_trainer
 from selfsup.train.optim import create_optimizer, warmup_cosine
-from selfsup.views import TransformedImages
+from selfsup.views import TransformedImages, channels_of
 from selfsup.views.crop_flip import CropFlip
 
 CLASSIFIER_FILE = "classifier.ckpt"
@@ -64,9 +64,10 @@ def build_encoder(spec: dict[str, Any], in_chans: int | None = None) -> Encoder:
 
 def _method_encoder(method: nn.Module, description: str) -> Encoder:
     image = method.modality == "image"
-    # requires_grad: a teacher (DINO's) or a frozen patch embedding (MoCo v3's) was frozen for pretraining only
+    # requires_grad: a teacher (DINO's) or a frozen patch embedding (MoCo v3's) was frozen for pretraining only;
+    # channels_of: a TIFF run's fine-tuning views pick its bands and normalise with its band statistics
     return Encoder(method.finetune_encoder().requires_grad_(True), method.eval_batch, description,
-                   method.data_meta["in_chans"] if image else None, method.data_meta["image_size"] if image else None)
+                   channels_of(method.data_meta) if image else None, method.data_meta["image_size"] if image else None)
 
 
 def pretrained_encoder(checkpoint: str, channels: int = 3, native_size: int | None = None,
@@ -273,7 +274,8 @@ def classifier_meta(model: Classifier, spec: dict, classes: list[str], data: str
                     seed: int, trained_by: dict[str, Any]) -> dict[str, Any]:
     """What `load_classifier` needs to rebuild a classifier, and where it came from (plain data only)."""
     encoder = model.encoder
-    return {"kind": "classifier", "version": __version__, "seed": seed, "in_chans": encoder.in_chans,
+    in_chans = None if encoder.in_chans is None else int(encoder.in_chans)  # a plain int (Bands does not unpickle)
+    return {"kind": "classifier", "version": __version__, "seed": seed, "in_chans": in_chans,
             "image_size": encoder.image_size, "classes": list(classes), "encoder": spec,
             "num_features": model.fc.in_features, "description": encoder.description, "data": data,
             "test_fraction": test_fraction, "trained_by": trained_by}

@@ -22,7 +22,7 @@ from selfsup.errors import SelfsupError
 from selfsup.eval.features import checkpoint_modality, extract_features, frozen_encoder
 from selfsup.eval.run import DEFAULT_DATA, baseline_image_options, check_options, open_labeled_split
 from selfsup.files import in_existing_folder
-from selfsup.views import EvalTransform, normalization_for
+from selfsup.views import EvalTransform, channels_of, normalization_for
 
 
 def plot_reconstructions(checkpoint: str, out: str | Path, data: str | None = None, n: int = 8,
@@ -32,13 +32,13 @@ def plot_reconstructions(checkpoint: str, out: str | Path, data: str | None = No
     method, meta = load_method(checkpoint)
     _, test_set = open_labeled(data or meta["train"]["data"])
     chosen = torch.randperm(len(test_set), generator=torch.Generator().manual_seed(seed))[:n]
-    transform = EvalTransform(method.image_size, method.in_chans)
+    transform = EvalTransform(method.image_size, channels_of(method.data_meta))
     x = torch.stack([transform(test_set[int(i)][0]) for i in chosen])  # (n, C, S, S)
     corrupted, restored = method.visualize(x, torch.Generator().manual_seed(seed))
     rows = {"original": x, "corrupted": corrupted, "reconstructed": restored}
     fig, axes = plt.subplots(3, len(x), figsize=(1.2 * len(x), 3.9), squeeze=False)
     for r, (label, images) in enumerate(rows.items()):
-        for c, image in enumerate(_pixels(images, method.in_chans)):
+        for c, image in enumerate(_pixels(images, channels_of(method.data_meta))):
             axes[r, c].imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=1)
             axes[r, c].set_xticks([]), axes[r, c].set_yticks([])
         axes[r, 0].set_ylabel(label, fontsize=8)
@@ -83,13 +83,13 @@ def plot_masks(checkpoint: str, out: str | Path, data: str | None = None, n: int
     images = open_unlabeled(data or meta["train"]["data"])
     chosen = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:n].tolist()
     samples = method.training_images(Subset(images, chosen))
-    views = method.default_views(method.image_size, method.in_chans)
+    views = method.default_views(method.image_size, channels_of(method.data_meta))
     torch.manual_seed(seed)
     with torch.no_grad():
         panels = method.view_masks(default_collate([views(samples[i][0]) for i in range(len(samples))]))
     fig, axes = plt.subplots(len(chosen), len(panels), figsize=(2.2 * len(panels), 2.2 * len(chosen)), squeeze=False)
     for c, (name, x, masks) in enumerate(panels):
-        for r, (image, ids) in enumerate(zip(_pixels(x, method.in_chans), masks.cpu().numpy())):
+        for r, (image, ids) in enumerate(zip(_pixels(x, channels_of(method.data_meta)), masks.cpu().numpy())):
             ax = axes[r, c]
             ax.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=1)
             colours = plt.cm.tab20(np.mod(ids, 20))  # (S, S, 4)
