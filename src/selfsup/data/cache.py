@@ -16,6 +16,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 log = logging.getLogger(__name__)
 
 CACHE_ENV = "SELFSUP_CACHE"
@@ -67,6 +69,26 @@ def write_cache(path: Path, key: str, data: dict[str, Any]) -> None:
             _warned.add(str(path.parent))
             log.warning("cannot write the cache file %s (%s); the next run will redo the work it saves: "
                         "set %s to a writable folder", path, e.strerror or e, CACHE_ENV)
+
+
+def save_array(path: Path, array: np.ndarray, what: str) -> bool:
+    """np.save(path, array) atomically (temp file + rename); False, and a logged warning naming `what` (e.g. "the
+    decoded frames of x.mp4"), if it cannot be written: the next run redoes the work the file saves."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.save(f, array)
+            os.replace(temp, path)
+            return True
+        except BaseException:
+            os.unlink(temp)
+            raise
+    except OSError as e:
+        log.warning("cannot write %s to %s (%s): the next run redoes that work; set %s to a writable folder", what,
+                    path, e.strerror or e, CACHE_ENV)
+        return False
 
 
 def settled(mtime_ns: int, since_ns: int) -> bool:

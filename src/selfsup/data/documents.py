@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from selfsup.errors import SelfsupError
 
-from .cache import CACHE_ENV, cache_root, move_into_place, read_cache, write_cache
+from .cache import CACHE_ENV, cache_root, move_into_place, read_cache, save_array, write_cache
 from .folder import IMAGE_EXTENSIONS, BadImageError, decode_image, walk_images
 from .images import ArrayImageSet
 from .split import stratified_split
@@ -359,17 +359,5 @@ def cached_pdf_pages(path: str | os.PathLike) -> np.ndarray:
     except (OSError, ValueError):
         pass
     pages, _ = render_pdf(path, progress=True)
-    try:
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        fd, temp = tempfile.mkstemp(dir=cached.parent, prefix=f".{cached.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.save(f, pages)
-            os.replace(temp, cached)
-        except BaseException:
-            os.unlink(temp)
-            raise
-    except OSError as e:
-        log.warning("cannot cache the pages of %s in %s (%s): set %s to a writable folder", path, cached,
-                    e.strerror, CACHE_ENV)
+    save_array(cached, pages, f"the pages of {path}")
     return pages

@@ -21,14 +21,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
-from pathlib import Path
 
 import numpy as np
 
 from selfsup.errors import SelfsupError
 
-from .cache import CACHE_ENV, cache_root
+from .cache import cache_root, save_array
 from .folder import walk_images
 
 log = logging.getLogger(__name__)
@@ -144,23 +142,5 @@ def video_frames(path: str, short_side: int) -> np.ndarray:
         pass
     frames = decode_video(path, short_side)
     # read back mapped: the decoded copy is freed, and every caller gets the same kind of array
-    return np.load(cached, mmap_mode="r") if _write_atomic(cached, frames) else frames
-
-
-def _write_atomic(path: Path, array: np.ndarray) -> bool:
-    """np.save(path, array) through a temp file renamed into place; False (and a logged warning) if it fails."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.save(f, array)
-            os.replace(temp, path)
-            return True
-        except BaseException:
-            os.unlink(temp)
-            raise
-    except OSError as e:
-        log.warning("cannot write the decoded frames to %s (%s): the next run decodes the video again; set %s to a "
-                    "writable folder", path, e.strerror or e, CACHE_ENV)
-        return False
+    return (np.load(cached, mmap_mode="r") if save_array(cached, frames, f"the decoded frames of {path}")
+            else frames)

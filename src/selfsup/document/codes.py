@@ -9,22 +9,17 @@ stale file. A cache that cannot be written is a logged warning.
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
-import tempfile
-from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from selfsup.data.cache import CACHE_ENV, cache_root
+from selfsup.data.cache import cache_root, save_array
 from selfsup.data.images import ImageSet
 from selfsup.errors import SelfsupError
 
 from .train import _all_images, file_hash, load_tokenizer, open_pages, to_input
-
-log = logging.getLogger(__name__)
 
 FOLDER = "doc-codes"
 
@@ -56,20 +51,5 @@ def page_codes(tokenizer: str | os.PathLike, pages: str | ImageSet, split: str =
                       disable=None if progress else True):
         chunks.append(model.tokenize(to_input(images[start:start + batch_size])))
     codes = torch.cat(chunks)  # (N, h, w)
-    _save(cached, codes.numpy().astype(np.int32))
+    save_array(cached, codes.numpy().astype(np.int32), "the page codes")
     return codes
-
-
-def _save(path: Path, codes: np.ndarray) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.save(f, codes)
-            os.replace(temp, path)
-        except BaseException:
-            os.unlink(temp)
-            raise
-    except OSError as e:
-        log.warning("cannot cache the page codes in %s (%s): set %s to a writable folder", path, e.strerror, CACHE_ENV)
