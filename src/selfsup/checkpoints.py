@@ -220,6 +220,9 @@ def export_encoder(checkpoint_path: str | Path, out: str | Path, format: str | N
     method, meta = load_method(checkpoint_path)
     encoder = method.encoder()
     if isinstance(encoder, PreTrainedModel):
+        if format == "onnx":  # DiT: an image encoder that is a Hugging Face model
+            raise SelfsupError(f"{meta['method']} exports a Hugging Face folder, which ONNX export does not take: "
+                               f"pass --out {out.with_suffix('')}")
         return _export_pretrained(encoder, method, meta, out)
     suffix = f".{format}"
     if out.suffix != suffix or out.is_dir():

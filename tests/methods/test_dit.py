@@ -227,6 +227,8 @@ def test_trains_on_a_pdf_folder_resumes_exactly_from_cached_codes_and_exports(pd
     checkpoint = run / "checkpoints" / "last.ckpt"
     (tok / "tokenizer.ckpt").unlink()  # evaluation and export rebuild the network from the checkpoint alone
     assert main(["export", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "beit")]) == 0
+    assert main(["export", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "beit.onnx")]) == 1
+    assert not (tmp_path / "beit.onnx").exists()  # refused in one line, not a Hugging Face folder named .onnx
     method, _ = load_method(checkpoint)
     exported = AutoModel.from_pretrained(str(tmp_path / "beit")).eval()
     x = method.eval_batch([torch.randint(0, 256, (1, 224, 224), dtype=torch.uint8) for _ in range(2)])
