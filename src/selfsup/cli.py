@@ -124,9 +124,9 @@ def _parser() -> argparse.ArgumentParser:
     train.set_defaults(run=_train)
 
     evaluate = commands.add_parser("eval", help="evaluate an encoder on a labeled set (knn, linear, finetune, mlm, "
-                                                "segment, detect)")
+                                                "segment, detect, propagate, change)")
     protocols = evaluate.add_subparsers(dest="protocol", required=True,
-                                        metavar="{knn,linear,finetune,mlm,segment,detect}")
+                                        metavar="{knn,linear,finetune,mlm,segment,detect,propagate,change}")
     common = _eval_common()
     for protocol, text in (("knn", "weighted kNN on frozen features"), ("linear", "linear probe on frozen features")):
         frozen = protocols.add_parser(protocol, parents=[common], help=text)
@@ -176,6 +176,25 @@ def _parser() -> argparse.ArgumentParser:
                                        "RUN/eval/segment-finetune-PCT-DATA.json]")
     segment.set_defaults(run=_segment)
 
+    change = protocols.add_parser("change", parents=[_eval_common()], conflict_handler="resolve",
+                                  help="change detection on image pairs: F1 and IoU of the change class of a "
+                                       "siamese network (|f_A - f_B| -> light decoder) on the encoder")
+    change.add_argument("--checkpoint", required=True,
+                        help="a .ckpt file of an image method, 'random' (untrained --backbone) or 'pixels' (|A - B| "
+                             "of the normalised pixels; frozen only)")
+    for flag in ("--pooling", "--limit", "--test-fraction"):  # refused by _change: hidden from its help
+        change.add_argument(flag, help=argparse.SUPPRESS)
+    change.add_argument("--data", help="change pairs: rs-change, or a folder laid out as LEVIR-CD, DIR/A/x.png, "
+                                       "DIR/B/x.png, DIR/label/x.png (or DIR/train/... and DIR/test/...) [rs-change]")
+    change.add_argument("--finetune", action="store_true", help="train the encoder with the decoder (default: frozen)")
+    change.add_argument("--max-steps", type=int, help="decoder (or, with --finetune, network) optimiser steps [300]")
+    change.add_argument("--lr", type=float, help="frozen: Adam 1e-3; --finetune: AdamW 1e-3 for the decoder, a tenth "
+                                                 "of it for the encoder")
+    change.add_argument("--batch-size", type=int, help="pairs per step [16 frozen, 8 with --finetune]")
+    change.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    change.add_argument("--out", help="result JSON, with the figure beside it as .png [RUN/eval/change-DATA.json]")
+    change.set_defaults(run=_change)
+
     detect = protocols.add_parser("detect", parents=[_eval_common()], conflict_handler="resolve",
                                   help="object detection on data with boxes: AP50 and AP of a torchvision detector "
                                        "(FCOS, RetinaNet, Faster R-CNN) whose backbone is the encoder, fine-tuned")
@@ -197,6 +216,27 @@ def _parser() -> argparse.ArgumentParser:
     detect.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     detect.add_argument("--out", help="result JSON [RUN/eval/detect-DETECTOR-DATA.json]")
     detect.set_defaults(run=_detect)
+
+    propagate = protocols.add_parser("propagate", parents=[_eval_common()], conflict_handler="resolve",
+                                     help="video label propagation: J of the first frame's mask carried through "
+                                          "feature affinity to the later frames (no training)")
+    propagate.add_argument("--checkpoint", required=True,
+                           help="a .ckpt file of a video method, or of an image method (applied frame by frame), "
+                                "'random' (untrained --backbone) or 'pixels' (colour affinity)")
+    for flag in ("--pooling", "--limit", "--test-fraction"):  # refused by _propagate: hidden from its help
+        propagate.add_argument(flag, help=argparse.SUPPRESS)
+    propagate.add_argument("--data", help="clips with per-frame masks: moving-objects [moving-objects]")
+    propagate.add_argument("--clips", type=int, help="the first N test clips [all 100]")
+    propagate.add_argument("--topk", type=int, default=5, help="source locations each location averages [5]")
+    propagate.add_argument("--temperature", type=float, default=0.07, help="affinity softmax temperature [0.07]")
+    propagate.add_argument("--context", type=int, default=3, help="previous frames used besides the first [3]")
+    propagate.add_argument("--radius", type=_radius, default=3,
+                           help="feature cells a source may lie from the target (square window), or 'none' [3]")
+    propagate.add_argument("--grid", type=_radius, default=16,
+                           help="cells a side the feature maps are upsampled to when coarser, or 'none' [16]")
+    propagate.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    propagate.add_argument("--out", help="result JSON [RUN/eval/propagate-DATA.json]")
+    propagate.set_defaults(run=_propagate)
 
     distill = commands.add_parser("distill", help="train a student on a fine-tuned teacher's soft labels (no labels)")
     distill.add_argument("--teacher", required=True, help="classifier.ckpt written by `selfsup eval finetune`")
@@ -445,6 +485,24 @@ def _segment(args: argparse.Namespace) -> None:
           f"{result['seconds']}s | {result['json']}")
 
 
+def _change(args: argparse.Namespace) -> None:
+    from selfsup.eval.change import evaluate_change
+
+    given = [flag for flag, value in (("pooling", args.pooling), ("limit", args.limit),
+                                      ("test-fraction", args.test_fraction)) if value is not None]
+    if given:
+        raise SelfsupError(f"--{given[0]} does not apply to change, which takes image encoders and the pairs' own "
+                           "train/test split; drop it")
+    r = evaluate_change(args.checkpoint, data=args.data, finetune=args.finetune, max_steps=args.max_steps, lr=args.lr,
+                        batch_size=args.batch_size, random_init=args.random_init, seed=args.seed, out=args.out,
+                        progress=args.progress, **_image_options(args))
+    f1, iou = ("n/a" if r[k] is None else f"{r[k]:.4f}" for k in ("f1", "iou"))
+    how = "fine-tuned" if args.finetune else "frozen encoder"
+    print(f"change F1 {f1}, IoU {iou} (change class) | {how}, |f_A - f_B| decoder, {r['steps']} steps | "
+          f"{r['encoder']} at {r['image_size']} px | {r['data']} [{r['labels']}] {r['n_train']} train / "
+          f"{r['n_test']} test pairs | {r['seconds']}s | {r['json']} {r['figure']}")
+
+
 def _detect(args: argparse.Namespace) -> None:
     from selfsup.eval.detect import evaluate_detect
 
@@ -458,6 +516,35 @@ def _detect(args: argparse.Namespace) -> None:
                              out=args.out, progress=args.progress, **_image_options(args))
     print(f"{result['summary']} | {result['steps']} steps ({result['epochs']:g} epochs) | {result['seconds']}s | "
           f"{result['json']}")
+
+
+def _radius(text: str) -> int | None:
+    """A number of cells, or 'none' (no limit, or the native grid)."""
+    if text.lower() == "none":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number of cells; pass e.g. 3, or none") from None
+
+
+def _propagate(args: argparse.Namespace) -> None:
+    from selfsup.eval.propagate import evaluate_propagate
+
+    given = [flag for flag, value in (("pooling", args.pooling), ("limit", args.limit),
+                                      ("test-fraction", args.test_fraction)) if value is not None]
+    if given:
+        raise SelfsupError(f"--{given[0]} does not apply to propagate, which reads the test clips of moving-objects "
+                           "(use --clips N for fewer); drop it")
+    result = evaluate_propagate(args.checkpoint, data=args.data, random_init=args.random_init, clips=args.clips,
+                                topk=args.topk, temperature=args.temperature, context=args.context,
+                                radius=args.radius, grid=args.grid, seed=args.seed, out=args.out,
+                                progress=args.progress, **_image_options(args))
+    (h, w), (gh, gw) = result["feature_grid"], result["propagation_grid"]
+    print(f"propagate J {result['j']:.4f} (copy of the first mask {result['j_copy_first_mask']:.4f}, ground truth on "
+          f"the {gh}x{gw} grid {result['j_oracle_at_grid']:.4f}) | {result['encoder']}, {h}x{w} map | {result['data']} "
+          f"[{result['tag']} labels] {result['n_clips']} test clips of {result['frames']} frames | "
+          f"{result['seconds']}s | {result['json']}")
 
 
 def _distill(args: argparse.Namespace) -> None:

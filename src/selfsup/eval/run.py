@@ -19,6 +19,8 @@ from selfsup.data.folder import folder_image_size
 from selfsup.errors import SelfsupError
 from selfsup.eval.features import checkpoint_modality, extract_features, frozen_encoder
 from selfsup.eval.linear import linear_probe
+from selfsup.eval.propagate import DATA as VIDEO_DATA
+from selfsup.eval.propagate import framewise
 from selfsup.nn.knn import knn_predict
 
 DEFAULT_DATA = {"image": "fashion-mnist", "text": "bible-genres", "audio": "spoken-words", "video": "moving-objects"}
@@ -72,6 +74,8 @@ def evaluate(protocol: str, checkpoint: str, data: str | None = None, k: int | N
     """Top-1 of `protocol` (knn, linear; mlm for text) of `checkpoint`'s frozen encoder (or a baseline: 'random',
     'pixels', 'tfidf', 'mfcc') on `data`'s labelled split; writes the result JSON and returns it.
 
+    An image encoder on a labelled video set (moving-objects, moving-objects-motion) embeds each clip frame by frame,
+    the mean of its frames' embeddings (eval.propagate.framewise).
     image_options (backbone, small_stem, backbone_kwargs for 'random'; image_size) apply to images only; pooling
     to encoders whose method has that option (BERT, ALBERT); random_init to checkpoint files. Anything else is
     refused with a SelfsupError naming what to pass."""
@@ -83,7 +87,8 @@ def evaluate(protocol: str, checkpoint: str, data: str | None = None, k: int | N
     if k < 1:
         raise SelfsupError(f"--k must be at least 1, got {k}")
     torch.manual_seed(seed)  # before building the network: a random-init twin is seeded
-    train_set, test_set = open_labeled_split(modality, data, seed, test_fraction, limit)
+    by_frame = modality == "image" and data in VIDEO_DATA  # an image encoder on clips, frame by frame
+    train_set, test_set = open_labeled_split("video" if by_frame else modality, data, seed, test_fraction, limit)
     check_classes(train_set, data)
     if checkpoint == "tfidf":
         scores = {"top1": _tfidf(protocol, train_set, test_set), "encoder": "TF-IDF + logistic regression"}
@@ -94,7 +99,8 @@ def evaluate(protocol: str, checkpoint: str, data: str | None = None, k: int | N
         image_options = baseline_image_options(checkpoint, train_set, image_options)
         encoder = frozen_encoder(checkpoint, random_init, {"pooling": pooling} if pooling else None, channels,
                                  native, **{key: v for key, v in image_options.items() if v is not None})
-        batch_size = batch_size or (256 if modality == "image" else 64)
+        encoder = framewise(encoder) if by_frame else encoder
+        batch_size = batch_size or (256 if modality == "image" and not by_frame else 64)
         path = Path(out) if out else _default_out(protocol, checkpoint, data, random_init, image_options.get("backbone"),
                                                   seed=seed)
         cache = _features_file(path.parent, checkpoint, data, seed, random_init, pooling, test_fraction, limit,
@@ -112,6 +118,7 @@ def evaluate(protocol: str, checkpoint: str, data: str | None = None, k: int | N
                   "encoder": encoder.description,
                   **({"k": k, "temperature": temperature} if protocol == "knn" else {}),
                   "feature_dim": int(train_x.shape[1]), **({"pooling": pooling} if pooling else {}),
+                  **({"framewise": True} if by_frame else {}),
                   **({"image_size": encoder.image_size} if encoder.image_size else {})}
     result = {"protocol": protocol, **scores, "top1": round(scores["top1"], 4), "checkpoint": checkpoint,
               "random_init": random_init, "modality": modality, "data": data, "n_train": len(train_set),
