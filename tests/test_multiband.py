@@ -186,6 +186,9 @@ def test_tiff_folder_trains_evaluates_and_exports(tmp_path, capsys, n_bands, dty
     assert main(["eval", "knn", "--checkpoint", str(out / "checkpoints" / "last.ckpt"), "--data", str(data)]) == 0
     result = json.loads(next((out / "eval").glob("knn-*.json")).read_text())
     assert 0 <= result["top1"] <= 1 and "knn top-1" in capsys.readouterr().out
+    # grey images are not repeated into a multi-band encoder's bands: refused in one line
+    assert main(["eval", "knn", "--checkpoint", str(out / "checkpoints" / "last.ckpt"), "--data", "digits"]) == 1
+    assert f"the encoder takes {n_bands}-channel images" in capsys.readouterr().err
 
     exported = tmp_path / "backbone.safetensors"
     assert main(["export", "--checkpoint", str(out / "checkpoints" / "last.ckpt"), "--out", str(exported)]) == 0

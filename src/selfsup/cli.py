@@ -12,9 +12,11 @@ from selfsup.ranges import check_ranges
 
 # train flags that map one-to-one onto config options (dest -> option name)
 TRAIN_FLAGS = {
-    "data": (str, "built-in set (fashion-mnist, mnist, digits), NAME:DIR, an image folder, or "
-                    "shards:PATTERN of WebDataset tar files; text: bible, bible-all or a text folder; audio: tuxpaint, "
-                    "spoken-words or an audio folder [the method's: fashion-mnist, bible, tuxpaint]"),
+    "data": (str, "built-in set (fashion-mnist, mnist, digits, emoji, trees, paste-scenes, landsat, doc-pages, "
+                    "doc-genres), NAME:DIR, an image folder (TIFF tiles of any band count, PDFs), or shards:PATTERN of "
+                    "WebDataset tar files; text: bible, bible-all or a text folder; audio: tuxpaint, spoken-words or an "
+                    "audio folder; video: clips, moving-objects or a video folder [the method's: fashion-mnist, "
+                    "bible, tuxpaint, clips]"),
     "backbone": (str, "timm model name, or torchvision:NAME [the method's default]"),
     "epochs": (int, "passes over the data [100 unless --max-steps]"),
     "max_steps": (int, "stop after this many optimiser steps"),
@@ -258,7 +260,7 @@ def _parser() -> argparse.ArgumentParser:
                                             "masks, a run's training curves")
     figures = plot.add_subparsers(dest="figure", required=True, metavar="{reconstructions,tsne,masks,curves}")
     recon = figures.add_parser("reconstructions", help="original / corrupted / reconstructed test images (sit, gmml, "
-                                                       "mae, simmim)")
+                                                       "mae, simmim, cae, spark)")
     recon.add_argument("--checkpoint", required=True)
     recon.add_argument("--data", help="labeled set whose test images are shown [the checkpoint's training data]")
     recon.add_argument("--n", type=int, default=8, help="images [8]")

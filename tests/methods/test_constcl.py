@@ -122,6 +122,14 @@ def test_options_the_network_cannot_take_are_refused_in_one_line(tmp_path, video
     assert message in err and len(err.splitlines()) == 1
 
 
+@pytest.mark.parametrize("flags, message", [(["--channels-last"], "drop --channels-last"),
+                                            (["--bands", "1,2"], "drop --bands")])
+def test_image_only_run_options_are_refused_in_one_line(tmp_path, videos, capsys, flags, message):
+    assert _train(tmp_path / "run", videos, 1, *flags) == 1
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
 def test_checkpoint_records_the_clip_shape(tmp_path, videos):
     assert _train(tmp_path / "run", videos, 1, "--set=width=8") == 0
     checkpoint = read_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")

@@ -42,7 +42,7 @@ from selfsup.data.change import ChangeSet, open_change
 from selfsup.errors import SelfsupError
 from selfsup.eval.features import FrozenEncoder, frozen_encoder
 from selfsup.eval.run import _default_out, write_result
-from selfsup.eval.segment import check_encoder
+from selfsup.eval.segment import check_encoder, dense_dim
 
 DEFAULT_DATA = "rs-change"
 FROZEN = {"max_steps": 300, "lr": 1e-3, "batch_size": 16, "optimizer": "adam"}
@@ -204,7 +204,7 @@ def evaluate_change(checkpoint: str, data: str | None = None, finetune: bool = F
     `evaluate`) and a figure beside it (same name, .png), and returns the result with "json" and "figure". Raises
     SelfsupError for a text/audio encoder, 'pixels' with finetune, options that do not apply, or unusable data."""
     start = time.time()
-    check_encoder(checkpoint, random_init, finetune, image_options)
+    check_encoder(checkpoint, random_init, finetune, image_options, task="change detection")
     data = data or DEFAULT_DATA
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     train_set, test_set = open_pairs(data)
@@ -294,7 +294,7 @@ def _finetune(encoder: FrozenEncoder, train_pairs: FramedChange, test_pairs: Fra
         raise SelfsupError(f"only {len(train_pairs)} train pair; fine-tuning needs at least 2: pass more pairs")
     masks = torch.stack([train_pairs[i][2] for i in range(len(train_pairs))])  # (N, S, S)
     pos_weight = pos_weight_of(masks)
-    dim = _dense_dim(encoder, train_pairs, device)
+    dim = dense_dim(encoder, train_pairs, device)
     torch.manual_seed(seed)
     model = SiameseChange(encoder, dim).to(device)
     decoder = {id(p) for p in model.decoder.parameters()}
@@ -337,16 +337,6 @@ def _finetune(encoder: FrozenEncoder, train_pairs: FramedChange, test_pairs: Fra
             "steps": step, "optimizer": FINETUNE["optimizer"], "lr": lr,
             "encoder_lr": lr * FINETUNE["encoder_lr_scale"], "weight_decay": FINETUNE["weight_decay"],
             "batch_size": batch_size}
-
-
-@torch.no_grad()
-def _dense_dim(encoder: FrozenEncoder, pairs: FramedChange, device: str) -> int:
-    """D of the encoder's (B, D, h, w) map, from one framed image (the encoder's mode is restored)."""
-    was_training = encoder.module.training
-    encoder.module.eval()
-    dim = encoder.dense(encoder.batch([pairs[0][0]]).to(device)).shape[1]
-    encoder.module.train(was_training)
-    return int(dim)
 
 
 def _shown(pairs: FramedChange, truth: torch.Tensor, predicted: torch.Tensor) -> list[tuple]:

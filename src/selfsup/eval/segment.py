@@ -285,12 +285,13 @@ def open_segmentation(data: str) -> tuple[DenseSet, DenseSet]:
     return train_set, test_set
 
 
-def check_encoder(checkpoint: str, random_init: bool, finetune: bool, image_options: dict[str, Any]) -> None:
+def check_encoder(checkpoint: str, random_init: bool, finetune: bool, image_options: dict[str, Any],
+                  task: str = "segmentation") -> None:
     """Refuse, with one line and before any data is read, an encoder without per-location image features (text,
     audio), 'pixels' to fine-tune, and options that would be ignored."""
     modality = checkpoint_modality(checkpoint)
     if modality != "image":
-        raise SelfsupError(f"segmentation needs per-location image features and '{checkpoint}' encodes {modality}; "
+        raise SelfsupError(f"{task} needs per-location image features and '{checkpoint}' encodes {modality}; "
                            "pass a checkpoint of an image method, or 'random'")
     check_options("knn", checkpoint, modality, random_init, None, image_options)
     if finetune and checkpoint == "pixels":
@@ -378,7 +379,7 @@ def _finetune(encoder: FrozenEncoder, train_pairs: Dataset, test_pairs: Dataset,
     max_steps, lr = max_steps or FINETUNE["max_steps"], lr or FINETUNE["lr"]
     labelled = Subset(train_pairs, image_subset(len(train_pairs), fraction, seed))
     batch_size = min(batch_size or FINETUNE["batch_size"], len(labelled))
-    dim = _dense_dim(encoder, train_pairs, device)
+    dim = dense_dim(encoder, train_pairs, device)
     torch.manual_seed(seed)  # the head's initialisation and its dropout
     model = Segmenter(encoder, dim, num_classes).to(device)
     loader = pair_loader(labelled, encoder, batch_size, shuffle=True, drop_last=True,
@@ -394,7 +395,7 @@ def _finetune(encoder: FrozenEncoder, train_pairs: Dataset, test_pairs: Dataset,
 
 
 @torch.no_grad()
-def _dense_dim(encoder: FrozenEncoder, pairs: Dataset, device: str) -> int:
+def dense_dim(encoder: FrozenEncoder, pairs: Dataset, device: str) -> int:
     """D of the encoder's (B, D, h, w) map, from one framed image (the encoder's mode is restored)."""
     was_training = encoder.module.training
     encoder.module.eval()

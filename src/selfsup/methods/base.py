@@ -188,7 +188,7 @@ class ImageMethod(Method):
         """(B, C, S, S) -> (corrupted or masked input, reconstruction), both (B, C, S, S), for a masked image model;
         a SelfsupError for every other method."""
         raise SelfsupError(f"{self.name} does not reconstruct images; reconstructions need a masked image model "
-                           "(sit, gmml, mae, simmim)")
+                           "(sit, gmml, mae, simmim, cae, spark)")
 
     def network_name(self) -> str:
         return self.config.backbone

@@ -293,6 +293,9 @@ def describe_tokenizer(path: str, name: str) -> dict[str, Any]:
     from selfsup.document import load_tokenizer
     from selfsup.document.train import file_hash
 
+    if Path(path).expanduser().is_dir():
+        raise SelfsupError(f"{name}: '{path}' is a folder; pass the tokenizer checkpoint in it, --set "
+                           f"tokenizer={Path(path) / 'tokenizer.ckpt'}")
     if not Path(path).expanduser().is_file():
         raise SelfsupError(f"{name} predicts the codes of a page tokenizer and '{path}' does not exist: train one with "
                            "`selfsup train-tokenizer --data doc-pages --out DIR` and pass --set "

@@ -79,6 +79,12 @@ def train(method_name: str, options: dict[str, Any], out: str | None = None, res
     if config.on_nan_loss == "skip" and config.devices * config.num_nodes > 1:
         raise SelfsupError("on_nan_loss=skip works on one device only (Lightning cannot skip a step under DDP); "
                            "drop it, or train on one device")
+    if config.bands and cls.modality != "image":
+        raise SelfsupError(f"--bands picks bands of TIFF tiles for image methods, and {cls.name} trains on "
+                           f"{cls.modality}: drop --bands")
+    if config.channels_last and cls.modality == "video":  # torch's channels_last is the 4-D layout only
+        raise SelfsupError(f"--channels-last is the memory layout of 4-D image tensors, and {cls.name}'s clips and "
+                           "3-D convolutions are 5-D: drop --channels-last")
     probe = open_probe(config, cls.modality)  # its labelled sample, or a refusal, before anything is written
     L.seed_everything(config.seed, workers=True, verbose=False)
     created = not run_dir.exists()
@@ -203,6 +209,8 @@ def _with_recipe(cls: type[Method], options: dict[str, Any]) -> tuple[dict[str, 
     accelerator = options.get("accelerator", TrainConfig.accelerator)
     gpu = accelerator == "gpu" or (accelerator == "auto" and torch.cuda.is_available())
     name, chosen, line = recipes.choose(cls.name, backbone, requested, recipes.DataFacts(n_images, sized[0], gpu))
+    if not line:  # no recipe for this method's network (a ViT's CPU sizes are its defaults): nothing to say
+        return {**options, "recipe": name}, (images, sized), ""
     merged, applied = recipes.merge(chosen, options)
     return {**merged, "recipe": name}, (images, sized), recipes.describe(line, applied, merged, n_images)
 

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 from torchvision.transforms import v2
 
-from selfsup.views.eval import Bands, match_channels, normalization_for
+from selfsup.views.eval import Bands, channel_mismatch, match_channels, normalization_for
 
 
 def crop_flip(image_size: int, channels: int, min_scale: float) -> tuple[v2.Compose, nn.Sequential]:
@@ -38,8 +38,10 @@ class CropFlip:
     def batch(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 (B, C, H, W) on any device -> float (B, channels, S, S)."""
         x = images.float() / 255  # (B, C, H, W)
-        if isinstance(self.channels, Bands) and x.shape[1] == self.channels.count != self.channels:
-            x = x[:, list(self.channels.index)]  # as match_channels: a multi-band run's picked bands
+        if isinstance(self.channels, Bands) and x.shape[1] != self.channels:  # as match_channels: picked bands
+            if x.shape[1] != self.channels.count:
+                raise channel_mismatch(self.channels, x.shape[1])
+            x = x[:, list(self.channels.index)]
         if x.shape[1] != self.channels:  # as match_channels: grey mean, or grey repeated
             x = x.mean(dim=1, keepdim=True) if self.channels == 1 else x.expand(-1, self.channels, -1, -1)
         return self.batch_transform(x)

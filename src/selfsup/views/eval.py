@@ -70,14 +70,21 @@ def match_channels(image: torch.Tensor, channels: int) -> torch.Tensor:
         return image if channels.index == tuple(range(channels.count)) else image[list(channels.index)]
     if image.shape[0] == channels:
         return image
+    if isinstance(channels, Bands):  # a multi-band encoder: no grey mean, no grey repeated into its bands
+        raise channel_mismatch(channels, image.shape[0])
     if channels == 1:
         return image.float().mean(dim=0, keepdim=True).round().to(torch.uint8)
     if image.shape[0] == 1:
         return image.expand(channels, -1, -1)
+    raise channel_mismatch(channels, image.shape[0])
+
+
+def channel_mismatch(channels: int, got: int) -> SelfsupError:
+    """The one line for images of `got` channels given to an encoder of `channels` (int or Bands)."""
     held = (f" (bands {', '.join(str(i + 1) for i in channels.index)} of {channels.count}-band files)"
             if isinstance(channels, Bands) and channels.count != channels else "")
-    raise SelfsupError(f"the encoder takes {int(channels)}-channel images{held} and these have {image.shape[0]}: "
-                       f"pass images with the bands it was trained on")
+    return SelfsupError(f"the encoder takes {int(channels)}-channel images{held} and these have {got}: pass images "
+                        "with the bands it was trained on")
 
 
 class EvalTransform:
