@@ -85,6 +85,34 @@ def test_to_uint8_maps_the_range_clips_and_zeroes_nan():
     assert to_uint8(same, None) is same  # uint8 bands are used as they are
 
 
+@pytest.mark.parametrize("dtype, nodata", [(np.uint16, 65535), (np.int16, -9999), (np.uint8, 255)])
+def test_gdal_nodata_pixels_are_left_out_of_the_stretch_and_become_zero(tmp_path, dtype, nodata):
+    data = bands(2, 24, 24, dtype=np.uint8).astype(dtype) + (0 if dtype == np.uint8 else 1000)
+    data[:, :12] = nodata  # the top half has no data, as a tile's edge past the scene does
+    path = write(tmp_path / "t.tif", data, "planar", extratags=[(42113, "s", 0, str(nodata), True)])
+    assert tiff_header(str(path)).nodata == nodata
+    images = open_tiffs([str(path)])
+    image = images[0][0].numpy()
+    assert (image[:, :12] == 0).all()
+    if dtype == np.uint8:
+        np.testing.assert_array_equal(image[:, 12:], np.where(data[:, 12:] == 255, 0, data[:, 12:]))
+    else:  # the stretch is measured on the valid half only: its percentiles, not nodata's, map to 0 and 255
+        valid = data[:, 12:].astype(np.float64)
+        expected = [list(np.percentile(band, STRETCH_PERCENTILES)) for band in valid]
+        np.testing.assert_allclose(images.stretch, expected)
+        assert image[:, 12:].max() == 255
+    stats = images.band_meta()
+    assert all(0 <= m <= 1 for m in stats["mean"])
+
+
+def test_a_tile_without_the_nodata_tag_keeps_every_value(tmp_path):
+    data = bands(2, 24, 24, dtype=np.uint16)
+    data[:, :12] = 65535
+    images = open_tiffs([str(write(tmp_path / "t.tif", data, "planar"))])
+    assert tiff_header(images.paths[0]).nodata is None
+    assert (images[0][0].numpy()[:, :12] == 255).all()  # 65535 is a value here: the top of the stretch
+
+
 def test_held_out_tiles_use_the_train_tiles_stretch(tmp_path):
     for split, seed in (("train", 0), ("test", 1)):
         for c in ("a", "b"):

@@ -6,13 +6,15 @@ C the number of bands kept (all, or those `--bands` picks):
   as tifffile's series axes say; other shapes (time stacks, pyramids as one series) are refused per file;
 - dtypes: uint8 is used as it is. Any other (uint16, int16, int32, float32/64...) is mapped per band linearly from
   [lo, hi] to [0, 255] and clipped, lo and hi the band's STRETCH_PERCENTILES of a seeded sample of the folder's
-  pixels (up to STATS_TILES tiles, a window of at most STATS_SIDE px of each); NaN (no data) maps to 0. Evaluation on
+  pixels (up to STATS_TILES tiles, a window of at most STATS_SIDE px of each); NaN maps to 0. Evaluation on
   another folder measures that folder's own range (its values are not stored with it);
 - large tiles: for training at side S, a tile whose shorter side is at least WINDOW_FACTOR * S is cut into random
   S x S windows, floor(H / S) * floor(W / S) of them per epoch, each read on its own (a memory map of an uncompressed
   tile, so only the window's pages are read; a compressed tile is decoded whole, the last one kept per process), so
   memory grows with the batch, not with the tiles. Smaller tiles are served whole (the views' random resized crop
   then sizes them).
+- no data: pixels equal to the file's GDAL_NODATA value (TIFF tag 42113, as GDAL writes it) are left out of the
+  stretch and the band statistics and become 0, as NaN does (uint8 tiles: they become 0).
 
 Per-band statistics (`band_meta`): the mean and std of each kept band in [0, 1] units, measured on the same kind of
 seeded sample; a run stores them in its data_meta, and its views, evaluation and export normalise with them.
@@ -39,6 +41,7 @@ TIFF_EXTENSIONS = (".tif", ".tiff")
 STATS_TILES = 64  # tiles sampled (seeded by 0) for the stretch and the band statistics
 STATS_SIDE = 256  # of each sampled tile, a window of at most this side at a seeded place
 STRETCH_PERCENTILES = (0.5, 99.5)  # non-uint8 data: per band, these percentiles map to 0 and 255
+GDAL_NODATA = 42113  # the TIFF tag in which GDAL stores a band's no-data value, as ASCII
 STD_FLOOR = 1e-3  # a constant band's std, in [0, 1] units: normalising it must not divide by zero
 WINDOW_FACTOR = 2  # tiles whose shorter side is at least WINDOW_FACTOR * S are cut into S x S windows
 # The built-in Landsat-7 ETM+ tile of Debian's r-cran-stars (GPL-2): 349 x 352 px, 6 bands (1-5 and 7), 30 m, uint8.
@@ -58,7 +61,8 @@ def is_tiff(path: str) -> bool:
 class TiffHeader:
     """What a TIFF file's header says: band count, height, width (px), numpy dtype name, whether the bands are an
     RGB image (photometric RGB, 3 samples), whether the bands are the last axis (interleaved), whether the pixels
-    lie uncompressed in one block (then they are memory-mapped) and whether each band is a page of its own."""
+    lie uncompressed in one block (then they are memory-mapped), whether each band is a page of its own, and the
+    no-data value (GDAL_NODATA) if the file has one."""
 
     bands: int
     height: int
@@ -68,6 +72,7 @@ class TiffHeader:
     bands_last: bool
     mappable: bool
     pages: bool = False
+    nodata: float | None = None
 
 
 def tiff_header(path: str) -> TiffHeader:
@@ -77,6 +82,7 @@ def tiff_header(path: str) -> TiffHeader:
             series = tif.series[0]
             shape, axes, dtype = tuple(series.shape), series.axes, np.dtype(series.dtype)
             rgb = tif.pages[0].photometric == tifffile.PHOTOMETRIC.RGB
+            nodata = _nodata(tif.pages[0].tags.get(GDAL_NODATA))
             mappable = series.dataoffset is not None
             # one page per band, written page by page: as many 2-D series of one shape and dtype
             pages = len(tif.series) > 1 and len(shape) == 2 and all(
@@ -87,11 +93,13 @@ def tiff_header(path: str) -> TiffHeader:
         reason = " ".join(str(e).split()) or type(e).__name__
         raise BadImageError(f"cannot read TIFF '{path}': {reason}; remove or fix the file", path, reason) from None
     if len(shape) == 2:
-        header = TiffHeader(1, shape[0], shape[1], dtype.name, False, False, mappable)
+        header = TiffHeader(1, shape[0], shape[1], dtype.name, False, False, mappable, nodata=nodata)
     elif len(shape) == 3 and axes[-1] in "SC" and axes[-3:-1] == "YX":
-        header = TiffHeader(shape[2], shape[0], shape[1], dtype.name, rgb and shape[2] == 3, True, mappable)
+        header = TiffHeader(shape[2], shape[0], shape[1], dtype.name, rgb and shape[2] == 3, True, mappable,
+                            nodata=nodata)
     elif len(shape) == 3 and axes[-2:] == "YX":
-        header = TiffHeader(shape[0], shape[1], shape[2], dtype.name, rgb and shape[0] == 3, False, mappable, pages)
+        header = TiffHeader(shape[0], shape[1], shape[2], dtype.name, rgb and shape[0] == 3, False, mappable, pages,
+                            nodata)
     else:
         reason = f"a {len(shape)}-D series of axes {axes} and shape {shape}"
         raise BadImageError(f"cannot read TIFF '{path}': {reason}; pass tiles of 2-D bands, (bands, H, W) or "
@@ -137,8 +145,32 @@ def read_bands(path: str, header: TiffHeader, index: Sequence[int] | None = None
         else (slice(None), slice(None))
     bands = slice(None) if index is None else list(index)
     if header.bands_last:
-        return np.ascontiguousarray(data[rows, cols, bands].transpose(2, 0, 1))
-    return np.ascontiguousarray(data[bands, rows, cols])
+        return without_nodata(np.ascontiguousarray(data[rows, cols, bands].transpose(2, 0, 1)), header.nodata)
+    return without_nodata(np.ascontiguousarray(data[bands, rows, cols]), header.nodata)
+
+
+def without_nodata(bands: np.ndarray, nodata: float | None) -> np.ndarray:
+    """`bands` with pixels equal to `nodata` made NaN (in a float dtype that holds the values exactly; the stretch
+    ignores NaN and to_uint8 maps it to 0), or 0 for uint8 bands, which take no stretch."""
+    if nodata is None or np.isnan(nodata):  # NaN no-data is NaN already
+        return bands
+    missing = bands == nodata
+    if not missing.any():
+        return bands
+    if bands.dtype == np.uint8:
+        return np.where(missing, np.uint8(0), bands)
+    floats = bands.astype(np.float64 if bands.dtype.itemsize > 2 else np.float32)
+    floats[missing] = np.nan
+    return floats
+
+
+def _nodata(tag: Any) -> float | None:
+    """The GDAL_NODATA tag's value (an ASCII number) as a float; None without the tag or with text that is not a
+    number (then no pixel is treated as missing)."""
+    try:
+        return None if tag is None else float(str(tag.value).strip().strip("\x00"))
+    except ValueError:
+        return None
 
 
 def to_uint8(bands: np.ndarray, stretch: Sequence[Sequence[float]] | None) -> np.ndarray:
