@@ -47,7 +47,8 @@ def test_the_wheel_holds_951_tree_boxes(monkeypatch):
 def test_crops_hold_their_boxes_inside(sets):
     assert (len(sets["train"]), len(sets["test"])) == (138, 32)
     for dense in sets.values():
-        assert dense.tag == "real" and dense.classes == ["tree"] and dense.has == ("boxes", "labels")
+        assert dense.tag == "real" and dense.classes == ["tree"] and dense.has == ("boxes", "labels", "semantic")
+        assert dense.label_tag("boxes") == "real" and dense.label_tag("semantic") == "pseudo"
         for i in range(len(dense)):
             image, target = dense[i]
             assert image.dtype == torch.uint8 and image.shape == (3, trees.CROP, trees.CROP)
@@ -55,7 +56,8 @@ def test_crops_hold_their_boxes_inside(sets):
             assert boxes.dtype == torch.float32 and target.labels.dtype == torch.int64 and target.labels.eq(1).all()
             assert boxes.ge(0).all() and boxes.le(trees.CROP).all()
             assert (boxes[:, 2] > boxes[:, 0]).all() and (boxes[:, 3] > boxes[:, 1]).all()
-            assert target.semantic is None and target.masks is None
+            assert target.masks is None and target.semantic.shape == (trees.CROP, trees.CROP)
+            assert target.semantic.dtype == torch.int64 and set(target.semantic.unique().tolist()) <= {0, 1}
     assert sum(len(b) for b in sets["train"].boxes) == 676 and sum(len(b) for b in sets["test"].boxes) == 185
 
 
@@ -106,3 +108,44 @@ def test_pretraining_reads_the_crops_as_unlabelled_images(sets):
 
     images = open_unlabeled("trees")  # DenseSet.images(): once hidden by the crops' own array attribute
     assert len(images) == len(sets["train"]) and images[0][0].shape == (3, trees.CROP, trees.CROP)
+
+
+def test_semantic_maps_are_the_inscribed_ellipses_of_the_tile_boxes(sets, monkeypatch):
+    """Every crop's map against ellipses drawn on the whole tile by a per-pixel loop, then cut out."""
+    monkeypatch.setenv("SELFSUP_CACHE", str(REAL_CACHE))
+    with zipfile.ZipFile(trees.wheel_path()) as wheel:
+        boxes = trees.tile_boxes(wheel, "OSBS_029")  # 400 x 400 px: 4 crops, 2 train and 2 test
+    whole = np.zeros((400, 400), dtype=np.uint8)
+    for x0, y0, x1, y1 in boxes:
+        x0, y0, x1, y1 = int(np.floor(x0)), int(np.floor(y0)), int(np.ceil(x1)), int(np.ceil(y1))
+        for y in range(max(y0, 0), min(y1, 400)):
+            for x in range(max(x0, 0), min(x1, 400)):
+                u, v = (x + 0.5 - (x0 + x1) / 2) / ((x1 - x0) / 2), (y + 0.5 - (y0 + y1) / 2) / ((y1 - y0) / 2)
+                whole[y, x] |= u * u + v * v <= 1
+    seen = 0
+    for dense in sets.values():
+        for i, (tile, (x, y)) in enumerate(zip(dense.tiles, dense.origins)):
+            if tile == "OSBS_029":
+                semantic = dense[i][1].semantic.numpy()
+                np.testing.assert_array_equal(semantic, whole[y:y + trees.CROP, x:x + trees.CROP])
+                seen += 1
+    assert seen == 4 and whole.mean() > 0.3  # crowns cover much of this tile
+
+
+def test_a_crown_reaching_beyond_the_crop_is_drawn_where_it_lies_inside():
+    crowns = np.array([[-10, 190, 30, 230], [50, 50, 54, 60]])  # a 40 px crown cut by two edges; a 4 x 10 one
+    semantic = trees.crown_map(crowns)
+    assert semantic[199, 10] == 1 and semantic[190, 0] == 0  # the ellipse's centre (10, 210) lies outside
+    np.testing.assert_array_equal(semantic[50:60, 50:54], trees.change.ellipse(4, 10))
+    assert semantic.sum() == trees.change.ellipse(4, 10).sum() + trees.change.ellipse(40, 40)[:10, 10:].sum()
+
+
+def test_eval_segment_runs_on_the_tree_maps(sets, tmp_path):
+    from selfsup.eval.segment import evaluate_segment
+
+    result = evaluate_segment("random", "trees", finetune=True, label_fraction=0.05, max_steps=2, image_size=32,
+                              backbone="resnet10t", small_stem=True, backbone_kwargs={"channels": [8, 16, 32, 64]},
+                              out=str(tmp_path / "r.json"), progress=False, device="cpu")
+    assert set(result["iou"]) == {"background", "tree"} and (result["n_train"], result["n_test"]) == (138, 32)
+    assert result["n_labeled"] == 7 and 0 <= result["miou"] <= 1
+    assert result["tag"] == "pseudo"  # ellipses drawn from the real boxes: the result says what its masks are

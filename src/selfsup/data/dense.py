@@ -1,7 +1,7 @@
 """Images whose labels say *where*: a semantic map, instance masks and boxes per image (dense and object data).
 
-Every dense source (the built-in `paste-scenes`, `paste-scenes-multi` and `trees`, a user's folder with masks or
-boxes) is a `DenseSet`; `open_dense(spec, split)` turns a `--data` spec into one.
+Every dense source (the built-in `paste-scenes`, `paste-scenes-multi`, `trees` and `rs-mosaics`, a user's folder
+with masks or boxes) is a `DenseSet`; `open_dense(spec, split)` turns a `--data` spec into one.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from selfsup.errors import SelfsupError
 
 from .images import ImageSet
 
-DENSE_BUILTIN = ("paste-scenes", "paste-scenes-multi", "trees")
+DENSE_BUILTIN = ("paste-scenes", "paste-scenes-multi", "trees", "rs-mosaics")
 TAGS = ("real", "pseudo", "synthetic")  # what the labels are (DATA.md): every result row says it
 
 
@@ -51,16 +51,22 @@ class DenseSet(Dataset):
     channels: int
     native_size: int | None = None
     has: tuple[str, ...] = field(default=("semantic", "masks", "boxes", "labels"))  # fields the targets fill
+    # {field: tag} where one field's labels are of another kind than `tag` (trees: ellipses from real boxes, 'pseudo')
+    label_tags: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.tag not in TAGS:
-            raise ValueError(f"tag must be one of {TAGS}, got {self.tag!r}")
+        if self.tag not in TAGS or not set(self.label_tags.values()) <= set(TAGS):
+            raise ValueError(f"tags must be among {TAGS}, got {self.tag!r} and {self.label_tags!r}")
 
     def __len__(self) -> int:
         raise NotImplementedError
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, DenseTarget]:
         raise NotImplementedError
+
+    def label_tag(self, name: str) -> str:
+        """The tag of the target field `name` ('semantic', 'masks', 'boxes', 'labels'): label_tags' or `tag`."""
+        return self.label_tags.get(name, self.tag)
 
     def images(self) -> ImageSet:
         """The same images without their labels (label -1), for pretraining."""
@@ -96,5 +102,8 @@ def open_dense(spec: str | os.PathLike, split: str = "train") -> DenseSet:
     if spec == "trees":
         from .trees import load_trees
         return load_trees(split)
+    if spec == "rs-mosaics":
+        from .rs_mosaics import load_rs_mosaics
+        return load_rs_mosaics(split)
     from .dense_folder import open_dense_folder
     return open_dense_folder(spec, split)

@@ -11,6 +11,12 @@ beyond the last whole crop (at most 199 px on the right and bottom) is not used.
 cut most crowns of 60-100 px at an edge. A box cut by a crop edge is clipped to the crop and kept only if at least
 MIN_KEPT (half) of its area is inside. Crops without a tree (open meadow) are kept, with empty targets.
 
+Semantic maps (tree vs ground, for `eval segment`): the boxes carry no outline, so each crown is drawn as the ellipse
+inscribed in its box (change.ellipse over change.pixel_boxes, the choice rs-change made), class 1 'tree', the rest 0.
+Every box of the tile is drawn where its ellipse reaches the crop, also those the crop's boxes leave out (less than
+MIN_KEPT inside), since their pixels are crown all the same. The boxes are real (hand-drawn), the masks derived from
+them are not: `label_tags` says 'pseudo' for the semantic maps while `tag` stays 'real' for boxes and labels.
+
 Split by region: the bottom max(1, round(TEST_FRACTION * rows)) crop rows of every tile are `test`, the rows above
 are `train`, so the split line runs along crop edges and no crop straddles it. On the 200 px grid: YELL crop2 rows
 10-11 of 12 (y >= 2000), YELL crop row 4 of 5 (y >= 800), the bottom half (y >= 200) of OSBS_029 and of SOAP_061.
@@ -19,7 +25,8 @@ unused strips or keep less than half their area in any crop. A crown cut by the 
 on both sides; no pixel is in both splits.
 
 The decoded crops are cached in CACHE/trees-v1/ (train.npy, test.npy: uint8 (N, 3, CROP, CROP), and manifest.json,
-written last) so later loads read ~20 MB of arrays instead of decoding the 15 MB PNG again.
+written last, with each crop's boxes and the crowns whose ellipses reach it) so later loads read ~20 MB of arrays
+instead of decoding the 15 MB PNG again.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ import torch
 
 from selfsup.errors import SelfsupError
 
+from . import change  # a circular import, used at call time only: change reads trees' constants the same way
 from .cache import CACHE_ENV, cache_root, move_into_place, read_cache, write_cache
 from .dense import DenseSet, DenseTarget
 from .folder import decode_bytes
@@ -58,18 +66,21 @@ MANIFEST = "manifest.json"  # written last: a folder without it is incomplete
 
 
 class TreeCrops(DenseSet):
-    """`set[i]` -> (uint8 image (3, CROP, CROP), DenseTarget(boxes float32 (N, 4) xyxy px, labels int64 (N,) all 1)).
+    """`set[i]` -> (uint8 image (3, CROP, CROP), DenseTarget(boxes float32 (N, 4) xyxy px, labels int64 (N,) all 1,
+    semantic int64 (CROP, CROP): 1 inside a crown's inscribed ellipse, 0 elsewhere)).
 
-    tiles[i], origins[i] = (x, y): which tile crop i was cut from and where its top-left corner lies there (px).
+    tiles[i], origins[i] = (x, y): which tile crop i was cut from and where its top-left corner lies there (px);
+    crowns[i] int64 (M, 4): the whole-pixel boxes, in crop px and not clipped, of every crown drawn in its map.
     """
 
     def __init__(self, split: str, images: np.ndarray, crops: list[dict]):
         super().__init__(name=f"trees/{split}", tag="real", classes=["tree"], channels=3, native_size=CROP,
-                         has=("boxes", "labels"))
+                         has=("boxes", "labels", "semantic"), label_tags={"semantic": "pseudo"})
         self.pixels = images  # uint8 (N, 3, CROP, CROP), possibly memory-mapped
         self.tiles = [c["tile"] for c in crops]
         self.origins = [(c["x"], c["y"]) for c in crops]
         self.boxes = [np.asarray(c["boxes"], dtype=np.float32).reshape(-1, 4) for c in crops]  # each (N, 4)
+        self.crowns = [np.asarray(c["crowns"], dtype=np.int64).reshape(-1, 4) for c in crops]  # each (M, 4)
 
     def __len__(self) -> int:
         return len(self.pixels)
@@ -77,7 +88,26 @@ class TreeCrops(DenseSet):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, DenseTarget]:
         image = torch.from_numpy(np.array(self.pixels[i]))  # (3, CROP, CROP), a copy out of the memory map
         boxes = torch.from_numpy(self.boxes[i].copy())  # (N, 4)
-        return image, DenseTarget(boxes=boxes, labels=torch.ones(len(boxes), dtype=torch.int64))
+        semantic = torch.from_numpy(crown_map(self.crowns[i])).long()  # (CROP, CROP)
+        return image, DenseTarget(semantic=semantic, boxes=boxes, labels=torch.ones(len(boxes), dtype=torch.int64))
+
+
+def crown_map(crowns: np.ndarray) -> np.ndarray:
+    """uint8 (CROP, CROP): 1 on the pixels of the ellipses inscribed in `crowns` int64 (M, 4) (whole-pixel xyxy in
+    crop px, possibly reaching beyond the crop), 0 elsewhere."""
+    out = np.zeros((CROP, CROP), dtype=np.uint8)
+    for x0, y0, x1, y1 in crowns:
+        inside = change.ellipse(int(x1 - x0), int(y1 - y0))  # (h, w)
+        cx0, cy0, cx1, cy1 = max(x0, 0), max(y0, 0), min(x1, CROP), min(y1, CROP)
+        out[cy0:cy1, cx0:cx1] |= inside[cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0]
+    return out
+
+
+def crop_crowns(whole: np.ndarray, x: int, y: int) -> np.ndarray:
+    """int64 (M, 4): the whole-pixel tile boxes `whole` (N, 4) that overlap the crop at (x, y), in its px, unclipped."""
+    shifted = whole - np.array([x, y, x, y])  # (N, 4)
+    keep = (shifted[:, 0] < CROP) & (shifted[:, 2] > 0) & (shifted[:, 1] < CROP) & (shifted[:, 3] > 0)
+    return shifted[keep]
 
 
 def load_trees(split: str) -> TreeCrops:
@@ -100,8 +130,13 @@ def load_trees(split: str) -> TreeCrops:
 
 
 def recipe() -> str:
-    """The key of the cache: what the crops depend on."""
+    """What the crops depend on (rs-change and rs-mosaics key their caches with it)."""
     return json.dumps({"wheel": WHEEL, "tiles": TILES, "crop": CROP, "min_kept": MIN_KEPT, "test": TEST_FRACTION})
+
+
+def cache_key() -> str:
+    """The key of trees' own cache: the crops, and the crowns of the semantic maps that its manifest holds."""
+    return json.dumps({"crops": recipe(), "semantic": "inscribed ellipses of every overlapping box"})
 
 
 def wheel_path() -> Path:
@@ -138,19 +173,21 @@ def clip_boxes(boxes: np.ndarray, x: int, y: int) -> np.ndarray:
 
 
 def build() -> tuple[dict[str, np.ndarray], dict[str, list[dict]]]:
-    """Decode the tiles and cut them: ({split: uint8 (N, 3, CROP, CROP)}, {split: [{tile, x, y, boxes}]})."""
+    """Decode the tiles and cut them: ({split: uint8 (N, 3, CROP, CROP)}, {split: [{tile, x, y, boxes, crowns}]})."""
     images: dict[str, list[np.ndarray]] = {"train": [], "test": []}
     crops: dict[str, list[dict]] = {"train": [], "test": []}
     with zipfile.ZipFile(wheel_path()) as wheel:
         for stem in TILES:
             tile, boxes = _decode_tile(wheel, stem), tile_boxes(wheel, stem)  # (3, H, W), (N, 4)
+            whole = change.pixel_boxes(boxes, tile.shape[2], tile.shape[1])  # (N, 4) int64
             rows, cols = tile.shape[1] // CROP, tile.shape[2] // CROP
             for r in range(rows):
                 split = "test" if r >= split_row(rows) else "train"
                 for c in range(cols):
                     x, y = c * CROP, r * CROP
                     images[split].append(tile[:, y:y + CROP, x:x + CROP])
-                    crops[split].append({"tile": stem, "x": x, "y": y, "boxes": clip_boxes(boxes, x, y).tolist()})
+                    crops[split].append({"tile": stem, "x": x, "y": y, "boxes": clip_boxes(boxes, x, y).tolist(),
+                                         "crowns": crop_crowns(whole, x, y).tolist()})
     return {s: np.stack(images[s]) for s in images}, crops
 
 
@@ -160,7 +197,7 @@ def _decode_tile(wheel: zipfile.ZipFile, stem: str) -> np.ndarray:
 
 
 def _read_manifest(root: Path) -> dict[str, list[dict]] | None:
-    data = read_cache(root / MANIFEST, recipe())
+    data = read_cache(root / MANIFEST, cache_key())
     if data is None or not all((root / f"{s}.npy").is_file() for s in ("train", "test")):
         return None
     return data["crops"]
@@ -179,7 +216,7 @@ def _save(root: Path, images: dict[str, np.ndarray], crops: dict[str, list[dict]
         for split, array in images.items():
             with open(temp / f"{split}.npy", "wb") as f:
                 np.save(f, array)
-        write_cache(temp / MANIFEST, recipe(), {"crops": crops})
+        write_cache(temp / MANIFEST, cache_key(), {"crops": crops})
         if (temp / MANIFEST).is_file():
             move_into_place(temp, root)
     except OSError as e:
