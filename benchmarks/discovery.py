@@ -1,11 +1,12 @@
-"""TokenCut object discovery (`selfsup discover`): CorLoc on paste-scenes (synthetic) and trees (real) of a small
-self-supervised ViT, its random-init twin and the centred-box baseline, TokenCut's time per image, and figures.
+"""TokenCut object discovery (`selfsup discover`): CorLoc on paste-scenes (synthetic) and trees (real) of small
+self-supervised ViTs (MoCo v3, DINO, MAE, CAE), their random-init network and the centred-box baseline, TokenCut's
+time per image, and figures.
 
     python benchmarks/discovery.py                   # writes results/discovery.md, .json and discovery_*.png
 
-The trained ViT is one MoCo v3 run (TRAIN below, trained once by this script when RUNS/mocov3-vit holds no
+Each trained ViT is one run (TRAINED below, trained once by this script when RUNS/METHOD-vit holds no
 checkpoint) on paste-scenes' 4,000 train images, labels unused: ViT-Tiny cut to 6 blocks, 8 px patches at 64 px,
-built with dynamic_img_size so other input sides can be timed. Nothing is tuned on the evaluation images: TokenCut
+built with dynamic_img_size so other input sides can be timed, one shared budget. Nothing is tuned on the evaluation images: TokenCut
 runs with the paper's τ 0.2 and ε 1e-5, the encoder's own side (64 px) for the main rows, and one other side fixed
 beforehand (112 px: 14 x 14 = 196 tokens, for trees' small crowns). Results are cached per run in RUNS/<row>/.
 A "## Reading" section already in the output file is kept (it is written by hand, after looking at the figures).
@@ -25,11 +26,25 @@ from PIL import Image
 from selfsup.eval.discover import discover
 
 HERE = Path(__file__).parent
-TRAIN = ["train", "mocov3", "--data", "paste-scenes", "--backbone", "timm:vit_tiny_patch16_224", "--set",
-         "backbone_kwargs={img_size: 64, patch_size: 8, depth: 6, dynamic_img_size: true}", "--image-size", "64",
-         "--batch-size", "64", "--max-steps", "180", "--probe-every", "0", "--num-workers", "0", "--seed", "0",
-         "--set", "optimizer=adamw", "--set", "lr=1e-3", "--set", "weight_decay=0.1", "--set", "temperature=0.2",
-         "--set", "proj_hidden_dim=512", "--set", "pred_hidden_dim=512"]
+VIT = ["--backbone", "timm:vit_tiny_patch16_224", "--set",
+       "backbone_kwargs={img_size: 64, patch_size: 8, depth: 6, dynamic_img_size: true}"]
+SHARED = ["--data", "paste-scenes", "--image-size", "64", "--batch-size", "64", "--max-steps", "180", "--probe-every",
+          "0", "--num-workers", "0", "--seed", "0", "--set", "optimizer=adamw", "--set", "lr=1e-3"]
+# method -> its options beyond SHARED: one ViT, one budget; each method's paper loss settings with CPU-sized heads
+TRAINED = {
+    "mocov3": ["--set", "weight_decay=0.1", "--set", "temperature=0.2", "--set", "proj_hidden_dim=512", "--set",
+               "pred_hidden_dim=512"],
+    # the teacher held at τ_t 0.04 and ema 0.99 for a short run (vit_family.py's DINO_HEAD); 2 local 32 px crops
+    "dino": ["--set", "weight_decay=0.05", "--set", "proj_hidden_dim=512", "--set", "proj_dim=128", "--set",
+             "num_prototypes=1024", "--set", "n_local_crops=2", "--set", "local_crop_size=32", "--set",
+             "teacher_temperature=0.04", "--set", "warmup_teacher_temperature=0.04", "--set", "ema_base=0.99",
+             "--set", "freeze_prototypes_epochs=0.2"],
+    "mae": ["--set", "weight_decay=0.05", "--set", "decoder_dim=128", "--set", "decoder_depth=2", "--set",
+            "decoder_heads=4"],
+    # CAE's own ViT settings (the mean patch token through the final norm, layer scale 0.1) on the shared ViT
+    "cae": ["--set", "weight_decay=0.05", "--set", "backbone_kwargs={img_size: 64, patch_size: 8, depth: 6, "
+            "dynamic_img_size: true, global_pool: avg, fc_norm: false, init_values: 0.1}"],
+}
 DATA = {"paste-scenes": ("test", "synthetic"), "trees": ("all", "real")}  # split used, label tag
 SIDES = (32, 64, 80, 112)  # input sides timed: 16, 64, 100 and 196 tokens of 8 px
 TIMED_IMAGES = 200
@@ -42,37 +57,43 @@ def main() -> None:
     parser.add_argument("--out", default=str(HERE / "results" / "discovery.md"))
     args = parser.parse_args()
     runs, out = Path(args.runs), Path(args.out)
-    checkpoint, trained = train(runs / "mocov3-vit")
+    trained = {method: train(runs / f"{method}-vit", method) for method in TRAINED}
+    checkpoint = trained["mocov3"]["checkpoint"]  # the random twins and the timing use MoCo v3's network
     rows = []
     for data, (split, tag) in DATA.items():
         for side in (64, 112) if data == "trees" else (64,):
-            for random_init, seed in [(True, seed) for seed in RANDOM_SEEDS] + [(False, 0)]:
-                folder = runs / f"{data}-{side}px-{f'random-seed{seed}' if random_init else 'trained'}"
-                result = cached(folder, lambda: discover(checkpoint, data, folder, split=split, image_size=side,
+            twins = [(trained["mocov3"]["checkpoint"], f"random-seed{seed}", True, seed) for seed in RANDOM_SEEDS]
+            runs_of = [(t["checkpoint"], method, False, 0) for method, t in trained.items()
+                       if side == 64 or method == "mocov3"]
+            for source, name, random_init, seed in twins + runs_of:
+                folder = runs / f"{data}-{side}px-{name}"
+                result = cached(folder, lambda: discover(source, data, folder, split=split, image_size=side,
                                                          random_init=random_init, seed=seed, progress=False))
-                rows.append({"data": data, "tag": tag, "side": side, **result})
+                rows.append({"data": data, "tag": tag, "side": side, "row": name.split("-seed")[0], **result})
     timing = [cached(runs / f"time-{side}px", lambda: discover(
         checkpoint, "paste-scenes", runs / f"time-{side}px", limit=TIMED_IMAGES, image_size=side, progress=False))
         for side in SIDES]
-    figures = {f"discovery_{row['data']}_{row['side']}px_{'random' if row['random_init'] else 'trained'}.png":
-               Path(row["out"]) / "overlay.png" for row in rows if row["side"] == 64 and row["seed"] == 0}
+    figures = {f"discovery_{row['data']}_{row['side']}px_{row['row']}.png": Path(row["out"]) / "overlay.png"
+               for row in rows if row["side"] == 64 and row["seed"] == 0
+               and (row["data"] == "paste-scenes" or row["row"] in ("random", "mocov3"))}  # trees: ~0.6 MB each
     for name, source in figures.items():  # 256 colours: the photo-like trees figures drop from ~1.9 MB
         Image.open(source).convert("RGB").quantize(256).save(out.parent / name, optimize=True)
-    write(rows, timing, {**trained, "config": yaml.safe_load((runs / "mocov3-vit" / "config.yaml").read_text())},
-          list(figures), out)
+    write(rows, timing, trained, list(figures), out)
 
 
-def train(run: Path) -> tuple[str, dict]:
-    """(the checkpoint, {"command", "seconds"}): TRAIN in its own process unless the run already has last.ckpt."""
+def train(run: Path, method: str) -> dict:
+    """{"checkpoint", "command", "seconds", "config"}: `method` on the shared ViT and budget in its own process,
+    unless the run already has last.ckpt."""
     checkpoint, record = run / "checkpoints" / "last.ckpt", run / "benchmark-train.json"
-    command = ["selfsup", *TRAIN, "--out", str(run), "--no-progress"]
+    command = ["selfsup", "train", method, *VIT, *SHARED, *TRAINED[method], "--out", str(run), "--no-progress"]
     if not checkpoint.is_file():
         start = time.time()
         if subprocess.run([sys.executable, "-m", "selfsup.cli", *command[1:]]).returncode != 0:
             raise SystemExit("training failed; see the output above")
         record.write_text(json.dumps({"seconds": round(time.time() - start)}))
     seconds = json.loads(record.read_text())["seconds"] if record.is_file() else None
-    return str(checkpoint), {"command": " ".join(_quoted(a) for a in command), "seconds": seconds}
+    return {"checkpoint": str(checkpoint), "command": " ".join(_quoted(a) for a in command), "seconds": seconds,
+            "config": yaml.safe_load((run / "config.yaml").read_text())["method_config"]}
 
 
 def _quoted(arg: str) -> str:
@@ -111,20 +132,22 @@ def write(rows: list[dict], timing: list[dict], trained: dict, figures: list[str
         table.append(f"| {data} | {first['tag']} | {split} ({first['n_with_boxes']}) | centred box (half the side) | "
                      f"- | {first['corloc_centred_box']:.4f} | - | - |")
         for side in sorted({r["side"] for r in same}):
-            for twins in ([r for r in same if r["side"] == side and r["random_init"]],
-                          [r for r in same if r["side"] == side and not r["random_init"]]):
-                table.append(_row(data, split, twins))
+            table.append(_row(data, split, [r for r in same if r["side"] == side and r["random_init"]]))
+            table.extend(_row(data, split, [r]) for r in same if r["side"] == side and not r["random_init"])
     lines = [
-        "# TokenCut object discovery: CorLoc of a small self-supervised ViT",
+        "# TokenCut object discovery: CorLoc of small self-supervised ViTs",
         "",
         f"Command: `python benchmarks/discovery.py` (torch {torch.__version__}, OMP_NUM_THREADS=1: one intra-op "
         "thread for torch and for scipy's BLAS, on a 2-core CPU machine shared with other work).",
         "",
-        f"Trained ViT: `{trained['command']}` (OMP_NUM_THREADS=1; {trained['seconds']} s wall-clock on the shared "
-        "machine), i.e. MoCo v3 with ViT-Tiny cut to 6 blocks (2.7M parameters), 8 px patches on 64 px images, "
-        "180 steps of 64 images (2.9 epochs of paste-scenes' train split, no labels). Its resolved method "
-        f"configuration (RUN/config.yaml): {json.dumps(trained['config']['method_config'])}. The random-init rows "
-        "are the same network with fresh weights (`--random-init --seed S`).",
+        "Trained ViTs: one network and one budget for every method, ViT-Tiny cut to 6 blocks (2.7M parameters), 8 px "
+        "patches on 64 px images, 180 steps of 64 images (2.9 epochs of paste-scenes' train split, no labels), "
+        "AdamW lr 1e-3 per 256 images, each method's own loss settings with CPU-sized heads. The random-init rows "
+        "are MoCo v3's network with fresh weights (`--random-init --seed S`). Commands (OMP_NUM_THREADS=1, wall-clock "
+        "on the shared machine) and resolved method configurations (RUN/config.yaml):",
+        "",
+        *[f"- {method}: `{t['command']}` ({t['seconds']} s); {json.dumps(t['config'])}"
+          for method, t in trained.items()],
         "",
         "TokenCut as the paper: the last block's keys (heads concatenated, class token dropped), W_ij = 1 if "
         "cos > 0.2 else 1e-5, second-smallest generalised eigenvector of (D − W) y = λ D y, split at the mean, "
@@ -136,7 +159,7 @@ def write(rows: list[dict], timing: list[dict], trained: dict, figures: list[str
         "",
         *table,
         "",
-        f"## Time per image ({TIMED_IMAGES} paste-scenes test images, the trained ViT, one thread)",
+        f"## Time per image ({TIMED_IMAGES} paste-scenes test images, MoCo v3's ViT, one thread)",
         "",
         "Keys: the ViT's forward pass (batches of 32) per image; Ncut: affinity + `scipy.linalg.eigh` of the "
         "generalised problem + component + box, per image.",
