@@ -12,8 +12,8 @@ from selfsup.ranges import check_ranges
 
 # train flags that map one-to-one onto config options (dest -> option name)
 TRAIN_FLAGS = {
-    "data": (str, "built-in set (fashion-mnist, mnist, digits, emoji, trees, paste-scenes, landsat, doc-pages, "
-                    "doc-genres), NAME:DIR, an image folder (TIFF tiles of any band count, PDFs), or shards:PATTERN of "
+    "data": (str, "built-in set (fashion-mnist, mnist, digits, emoji, trees, paste-scenes, rs-mosaics, landsat, "
+                    "doc-pages, doc-genres), NAME:DIR, an image folder (TIFF tiles of any band count, PDFs), or shards:PATTERN of "
                     "WebDataset tar files; text: bible, bible-all or a text folder; audio: tuxpaint, spoken-words or an "
                     "audio folder; video: clips, moving-objects or a video folder [the method's: fashion-mnist, "
                     "bible, tuxpaint, clips]"),
@@ -162,8 +162,9 @@ def _parser() -> argparse.ArgumentParser:
                               "normalised pixels as the feature map; probe only)")
     for flag in ("--pooling", "--limit", "--test-fraction"):  # refused by _segment: hidden from its help
         segment.add_argument(flag, help=argparse.SUPPRESS)
-    segment.add_argument("--data", help="dense data: paste-scenes, paste-scenes-multi, or a folder with DIR/images/ "
-                                        "and DIR/masks/ [paste-scenes]")
+    segment.add_argument("--data", help="dense data: paste-scenes, paste-scenes-multi, rs-mosaics, trees (crown "
+                                        "ellipses from the real boxes), or a folder with DIR/images/ and DIR/masks/ "
+                                        "[paste-scenes]")
     segment.add_argument("--finetune", action="store_true",
                          help="fine-tune the encoder with an FCN head instead of probing it frozen")
     segment.add_argument("--label-fraction", type=float,
@@ -608,8 +609,9 @@ def _train_tokenizer(args: argparse.Namespace) -> None:
 
     r = train_tokenizer(args.data, args.out, max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr,
                         seed=args.seed, progress=args.progress, codes=args.codes, patch=args.patch, width=args.width)
-    print(f"train-tokenizer recon MSE {r['recon']:.5f} (test pages {r['shown_recon_mse']:.5f}), perplexity "
-          f"{r['perplexity']:.1f}, {r['codes_used']}/{r['codes']} codes used, {r['grid']} codes per page | {r['data']} "
+    print(f"train-tokenizer recon MSE {r['recon']:.5f} (test pages {r['shown_recon_mse']:.5f}), {r['codes_used']}/"
+          f"{r['codes']} codes used on all pages, perplexity of their frequencies {r['code_perplexity']:.1f}, "
+          f"{r['blank_codes']} codes on blank patches, {r['grid']} codes per page | {r['data']} "
           f"{r['pages']} pages, {r['steps']} steps | {r['seconds']}s | {r['checkpoint']} {r['reconstructions']}")
 
 

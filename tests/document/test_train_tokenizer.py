@@ -11,9 +11,9 @@ import torch
 from PIL import Image
 
 from selfsup.cli import main
+from selfsup.document import VQVAE, TokenizerConfig, code_statistics, load_tokenizer, page_codes
 from selfsup.document import codes as codes_module
-from selfsup.document import load_tokenizer, page_codes
-from selfsup.document.train import CHECKPOINT, GRID
+from selfsup.document.train import CHECKPOINT, GRID, KEY, write_atomic
 from selfsup.errors import SelfsupError
 
 
@@ -54,6 +54,10 @@ def test_train_tokenizer_cli_on_a_folder(page_folder, tmp_path, capsys, monkeypa
 
     first = page_codes(out / CHECKPOINT, str(page_folder))
     assert first.shape == (5, 14, 14) and first.dtype == torch.int64 and 0 <= first.min() and first.max() < 16
+    # the summary's codes used and perplexity are of the codes of all training pages (here: all 5), not of a batch
+    stats = code_statistics(first)
+    assert summary["codes_used"] == stats["codes_used"] and summary["code_perplexity"] == stats["code_perplexity"]
+    assert f"{stats['codes_used']}/16 codes used on all pages" in captured.out and "batch_perplexity" in summary
     monkeypatch.setattr(codes_module, "load_tokenizer", lambda *a: pytest.fail("codes computed again"))
     assert torch.equal(page_codes(out / CHECKPOINT, str(page_folder)), first)  # read from the cache
     monkeypatch.undo()
@@ -82,3 +86,13 @@ def test_load_tokenizer_errors(tmp_path):
     (tmp_path / "junk.ckpt").write_bytes(b"not a zip")
     with pytest.raises(SelfsupError, match="cannot read"):
         load_tokenizer(tmp_path / "junk.ckpt")
+
+
+def test_a_checkpoint_from_before_the_encoder_option_loads_its_whole_page_encoder(tmp_path):
+    model = VQVAE(TokenizerConfig(patch=8, codes=4, dim=2, width=8, image_size=16, encoder="conv"))
+    config = model.describe()
+    del config["encoder"]  # as checkpoints written before the option
+    write_atomic({KEY: {"config": config}, "state_dict": model.state_dict()}, tmp_path / "old.ckpt")
+    x = torch.rand(1, 1, 16, 16)
+    assert load_tokenizer(tmp_path / "old.ckpt").config.encoder == "conv"
+    assert torch.equal(load_tokenizer(tmp_path / "old.ckpt").encode(x), model.eval().encode(x))

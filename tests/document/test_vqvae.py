@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from selfsup.document import VQVAE, TokenizerConfig, nearest_codes
+from selfsup.document import VQVAE, TokenizerConfig, code_statistics, nearest_codes
 from selfsup.errors import SelfsupError
 
 
@@ -49,7 +49,8 @@ def reference(x, A, a, W, w, codebook, beta):
 def test_loss_and_gradients_match_float64_reference(beta):
     torch.manual_seed(0)
     C, D, K = 2, 3, 5
-    model = VQVAE(TokenizerConfig(patch=2, codes=K, dim=D, width=8, beta=beta, image_size=4, channels=C))
+    model = VQVAE(TokenizerConfig(patch=2, codes=K, dim=D, width=8, beta=beta, image_size=4, channels=C,
+                                  encoder="conv"))
     # 1x1 convolutions as encoder and decoder: the whole forward pass has a closed form
     model.encoder, model.decoder = nn.Conv2d(C, D, 1), nn.Conv2d(D, C, 1)
     model.initialised.fill_(True)  # keep the random codebook (no data-dependent initialisation)
@@ -74,7 +75,7 @@ def test_loss_and_gradients_match_float64_reference(beta):
 def test_encoder_gets_reconstruction_gradient_only_through_straight_through():
     """With beta = 0 the encoder's only gradient is the decoder's, copied through z_q (no path through argmin)."""
     torch.manual_seed(1)
-    model = VQVAE(TokenizerConfig(patch=2, codes=4, dim=2, width=8, beta=0.0, image_size=4, channels=1))
+    model = VQVAE(TokenizerConfig(patch=2, codes=4, dim=2, width=8, beta=0.0, image_size=4, channels=1, encoder="conv"))
     model.encoder, model.decoder = nn.Conv2d(1, 2, 1), nn.Conv2d(2, 1, 1)
     model.initialised.fill_(True)
     x = torch.rand(1, 1, 2, 2)
@@ -109,7 +110,7 @@ def test_bad_configs_are_one_line_errors():
 
 def test_first_batch_initialises_codebook_and_dead_codes_restart():
     torch.manual_seed(0)
-    model = VQVAE(TokenizerConfig(patch=2, codes=8, dim=2, width=8, image_size=4))
+    model = VQVAE(TokenizerConfig(patch=2, codes=8, dim=2, width=8, image_size=4, encoder="conv"))
     model.encoder, model.decoder = nn.Conv2d(1, 2, 1), nn.Conv2d(2, 1, 1)
     x = torch.rand(4, 1, 2, 2)
     model.train()
@@ -125,3 +126,53 @@ def test_first_batch_initialises_codebook_and_dead_codes_restart():
         model.after_step()
     assert model.codebook[3].abs().max() < 100  # moved back onto an encoder output
     assert torch.isclose(model.encode(x).detach().permute(0, 2, 3, 1).reshape(-1, 2), model.codebook[3]).all(1).any()
+
+
+def test_identical_patches_get_identical_codes_whatever_their_neighbours():
+    """encoder "patch": a code is a function of its own patch's pixels, so a blank patch has one code on every page
+    (the whole-page "conv" encoder's code of the same patch changes with the text around it)."""
+    torch.manual_seed(0)
+    page = (torch.rand(1, 1, 64, 64) > 0.5).float()  # random "text" everywhere
+    page[..., 16:32, 16:32] = 1.0  # a blank patch at (1, 1) ...
+    page[..., 32:48, 48:64] = 1.0  # ... and at (2, 3), with other neighbours
+    page[..., 0:16, 0:16] = page[..., 48:64, 32:48]  # a text patch copied from (3, 2) to (0, 0)
+    local = VQVAE(TokenizerConfig(patch=16, codes=64, dim=8, width=16, image_size=64)).eval()
+    z = local.encode(page)  # (1, D, 4, 4)
+    assert torch.equal(z[..., 1, 1], z[..., 2, 3]) and torch.equal(z[..., 0, 0], z[..., 3, 2])
+    codes = local.tokenize(page)
+    assert codes[0, 1, 1] == codes[0, 2, 3] and codes[0, 0, 0] == codes[0, 3, 2]
+    alone = local.encode(page[..., 16:32, 16:32])  # the patch as a page of its own: the same vector
+    torch.testing.assert_close(alone[..., 0, 0], z[..., 1, 1])
+    torch.manual_seed(0)
+    whole = VQVAE(TokenizerConfig(patch=16, codes=64, dim=8, width=16, image_size=64, encoder="conv")).eval()
+    zc = whole.encode(page)
+    assert not torch.allclose(zc[..., 1, 1], zc[..., 2, 3])  # why "patch" is the default: neighbours leak in
+
+
+def test_dead_codes_never_restart_on_copies_of_a_live_code():
+    """k-means++-style restarts: an encoder output equal to a live code (a blank patch) has probability 0."""
+    torch.manual_seed(0)
+    model = VQVAE(TokenizerConfig(patch=2, codes=4, dim=2, width=8, image_size=4, encoder="conv"))
+    model.initialised.fill_(True)
+    with torch.no_grad():
+        model.codebook.copy_(torch.tensor([[0.0, 0.0], [1.0, 0.0], [50.0, 50.0], [60.0, 60.0]]))
+    model.last_used.copy_(torch.tensor([0, 0, -100, -100]))  # codes 2 and 3 long unused
+    z = torch.zeros(1, 2, 4, 4)
+    z[0, :, 0, 0] = torch.tensor([5.0, 5.0])  # the one output unlike the live codes 0 and 1
+    z[0, 0, 0, 1] = 1.0  # a copy of code 1
+    model._restart_dead(z, torch.tensor([16.0, 1.0, 0.0, 0.0]))
+    assert torch.equal(model.codebook[2].detach(), torch.tensor([5.0, 5.0]))  # the only candidate
+    assert torch.equal(model.codebook[3].detach(), torch.tensor([60.0, 60.0]))  # no second candidate: stays, retried
+    assert model.last_used[2] == model.step and model.last_used[3] == -100
+
+
+def test_code_statistics_on_one_basis():
+    codes = torch.tensor([[[0, 0], [1, 2]], [[0, 0], [0, 3]]])  # 8 codes: 0 five times, 1, 2, 3 once each
+    pages = torch.zeros(2, 1, 4, 4, dtype=torch.uint8)
+    pages[0, 0, 2:, 0:2] = torch.tensor([[0, 255], [0, 0]], dtype=torch.uint8)  # patch (1, 0) of page 0 not blank
+    stats = code_statistics(codes, pages)
+    p = np.array([5, 1, 1, 1]) / 8
+    entropy = -(p * np.log(p)).sum()
+    assert stats["codes_used"] == 4 and stats["code_entropy_nats"] == pytest.approx(entropy, abs=1e-4)
+    assert stats["code_perplexity"] == pytest.approx(np.exp(entropy), abs=0.01)
+    assert stats["blank_share"] == pytest.approx(7 / 8) and stats["blank_codes"] == 3  # codes 0, 2, 3 on blanks

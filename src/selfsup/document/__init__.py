@@ -3,7 +3,7 @@ every page. The pages themselves (rendered PDFs, generated genres, page folders)
 
 from .codes import page_codes
 from .train import load_tokenizer, open_pages, train_tokenizer
-from .vqvae import VQVAE, TokenizerConfig, nearest_codes, vq_losses
+from .vqvae import VQVAE, TokenizerConfig, code_statistics, nearest_codes, vq_losses
 
-__all__ = ["VQVAE", "TokenizerConfig", "load_tokenizer", "nearest_codes", "open_pages", "page_codes",
-           "train_tokenizer", "vq_losses"]
+__all__ = ["VQVAE", "TokenizerConfig", "code_statistics", "load_tokenizer", "nearest_codes", "open_pages",
+           "page_codes", "train_tokenizer", "vq_losses"]

@@ -20,7 +20,7 @@ from selfsup.data.documents import open_page_folder
 from selfsup.data.images import ArrayImageSet, ImageSet
 from selfsup.errors import SelfsupError
 
-from .vqvae import VQVAE, TokenizerConfig
+from .vqvae import VQVAE, TokenizerConfig, code_statistics
 
 DOC_BUILTIN = ("doc-pages", "doc-genres")
 CHECKPOINT = "tokenizer.ckpt"
@@ -60,13 +60,15 @@ def train_tokenizer(data: str = "doc-pages", out: str | os.PathLike = "runs/toke
     (patch, codes, dim, width, beta).
 
     Writes OUT/tokenizer.ckpt (atomically), OUT/reconstructions.png (8 pages not trained on where the set has a
-    test split, originals above their reconstructions) and OUT/tokenizer.json; returns that summary (final losses
-    as means over the last 50 steps, perplexity, codes used by all training pages, paths, seconds).
+    test split, originals above their reconstructions) and OUT/tokenizer.json; returns that summary: final losses and
+    batch_perplexity as means over the last 50 steps; codes_used, code_entropy_nats, code_perplexity, blank_share and
+    blank_codes over the codes of all training pages (vqvae.code_statistics; the batch perplexity of 16 pages can look
+    healthy while the codebook has collapsed on the whole set); paths, seconds.
     """
-    unknown = set(config) - {"patch", "codes", "dim", "width", "beta"}  # image size and channels come from the data
+    unknown = set(config) - {"patch", "codes", "dim", "width", "beta", "encoder"}  # size and channels: the data's
     if unknown:
         raise SelfsupError(f"unknown tokenizer option(s) {', '.join(sorted(unknown))}: pass patch, codes, dim, "
-                           "width or beta")
+                           "width, beta or encoder")
     steps = DEFAULT_STEPS if max_steps is None else max_steps
     if steps < 1 or batch_size < 1 or not lr > 0:
         raise SelfsupError(f"max-steps {steps}, batch-size {batch_size}, lr {lr}: pass positive values")
@@ -93,12 +95,13 @@ def train_tokenizer(data: str = "doc-pages", out: str | os.PathLike = "runs/toke
         result["loss"].backward()
         optimizer.step()
         model.after_step()
-        history.append({k: float(result[k].detach()) for k in ("loss", "recon", "codebook", "commit", "perplexity")})
+        logged = ("loss", "recon", "codebook", "commit", "batch_perplexity")
+        history.append({k: float(result[k].detach()) for k in logged})
         if not torch.isfinite(result["loss"]):
             raise SelfsupError(f"the tokenizer's loss became {history[-1]['loss']} at step {step + 1}: pass a "
                                f"smaller --lr than {lr}")
         if step % 10 == 0:
-            bar.set_postfix(recon=f"{history[-1]['recon']:.4f}", ppl=f"{history[-1]['perplexity']:.0f}")
+            bar.set_postfix(recon=f"{history[-1]['recon']:.4f}", batch_ppl=f"{history[-1]['batch_perplexity']:.0f}")
     model.eval()
     out.mkdir(parents=True, exist_ok=True)
     checkpoint = {KEY: {"config": model.describe(), "version": __version__, "data": data, "steps": steps,
@@ -111,10 +114,10 @@ def train_tokenizer(data: str = "doc-pages", out: str | os.PathLike = "runs/toke
     save_grid(shown, recon["x_hat"], out / GRID)
     last = history[-50:]
     summary = {k: round(float(np.mean([h[k] for h in last])), 6) for k in last[0]}
-    summary.update(shown_recon_mse=round(float(recon["recon"]), 6),
-                   codes_used=int(torch.unique(torch.cat([model.tokenize(to_input(images[i:i + 64]))
-                                                          for i in range(0, len(images), 64)])).numel()),
-                   codes=cfg.codes, grid=f"{s // cfg.patch}x{s // cfg.patch}", data=data, pages=len(images),
+    codes = torch.cat([model.tokenize(to_input(images[i:i + 64])) for i in range(0, len(images), 64)])  # (N, h, w)
+    summary.update(shown_recon_mse=round(float(recon["recon"]), 6), **code_statistics(codes, images),
+                   codes=cfg.codes, encoder=cfg.encoder, grid=f"{s // cfg.patch}x{s // cfg.patch}", data=data,
+                   pages=len(images),
                    steps=steps, seconds=round(time.time() - start, 1), checkpoint=str(out / CHECKPOINT),
                    reconstructions=str(out / GRID), first=history[0])
     with open(out / SUMMARY, "w", encoding="utf-8") as f:
@@ -177,7 +180,8 @@ def load_tokenizer(path: str | os.PathLike) -> VQVAE:
     if not isinstance(checkpoint, dict) or KEY not in checkpoint:
         raise SelfsupError(f"'{path}' is not a tokenizer checkpoint: pass OUT/{CHECKPOINT} of "
                            "`selfsup train-tokenizer --out OUT`")
-    model = VQVAE(TokenizerConfig(**checkpoint[KEY]["config"]))
+    config = {"encoder": "conv", **checkpoint[KEY]["config"]}  # checkpoints before `encoder` existed coded pages
+    model = VQVAE(TokenizerConfig(**config))
     model.load_state_dict(checkpoint["state_dict"])
     return model.eval()
 

@@ -11,8 +11,14 @@ Loss (eq. 3, with means over elements instead of sums, so the terms do not grow 
     L = ||x - D(z_q)||^2 + ||sg[z_e] - e||^2 + beta * ||z_e - sg[e]||^2,   z_q = z_e + sg[e - z_e]  (straight-through)
 with e the nearest codebook vector of each encoder output z_e.
 Deviations: the codebook is initialised from encoder outputs of the first batch (as k-means-style initialisations in
-Jukebox, Dhariwal et al. 2020, and SoundStream do) and a code unused for RESTART_AFTER steps is moved onto a random
-encoder output of the current batch (Jukebox's random restarts); both only keep codes in use, the loss is eq. 3's.
+Jukebox, Dhariwal et al. 2020, and SoundStream do) and a code unused for RESTART_AFTER steps is moved onto an encoder
+output of the current batch drawn with probability proportional to its squared distance from the nearest live code
+(Jukebox's random restarts, seeded as k-means++ seeds: Arthur & Vassilvitskii 2007), so a restart never lands on a
+copy of an existing code (a blank patch); both only keep codes in use, the loss is eq. 3's.
+The encoder (encoder = "patch", the default) codes each P x P patch from its own pixels only: the convolutions run on
+every patch as a separate image, so identical patches get identical codes. The paper's encoder (and this module's
+before, encoder = "conv") runs on the whole page: its receptive field spans ~9 patches, so a blank patch's code
+depended on the text around it (312 codes for the blank patches of doc-pages), a target DiT cannot predict.
 """
 
 from __future__ import annotations
@@ -31,7 +37,8 @@ from selfsup.errors import SelfsupError
 class TokenizerConfig:
     """patch: P, pixels per code side (a power of 2: log2(P) stride-2 convolutions); codes: K, codebook size;
     dim: D, code vector size; width: channels of the deepest convolutions; beta: commitment weight (eq. 3);
-    image_size: input side (a multiple of P); channels: 1 for grayscale pages."""
+    image_size: input side (a multiple of P); channels: 1 for grayscale pages; encoder: "patch" (each code a function
+    of its own patch's pixels) or "conv" (the whole page through the convolutions, receptive field ~9 patches)."""
 
     patch: int = 16
     codes: int = 512
@@ -40,6 +47,7 @@ class TokenizerConfig:
     beta: float = 0.25
     image_size: int = 224
     channels: int = 1
+    encoder: str = "patch"
 
     def check(self) -> None:
         if self.patch < 2 or self.patch & (self.patch - 1):
@@ -50,6 +58,11 @@ class TokenizerConfig:
         if self.codes < 2 or self.dim < 1 or self.width < 8 or self.beta < 0:
             raise SelfsupError(f"tokenizer codes {self.codes}, dim {self.dim}, width {self.width}, beta {self.beta}: "
                                "pass codes >= 2, dim >= 1, width >= 8 and beta >= 0")
+        if self.encoder not in ENCODERS:
+            raise SelfsupError(f"unknown tokenizer encoder '{self.encoder}': pass {' or '.join(ENCODERS)}")
+
+
+ENCODERS = ("patch", "conv")
 
 
 def vq_losses(x: torch.Tensor, x_hat: torch.Tensor, z_e: torch.Tensor, e: torch.Tensor, beta: float
@@ -64,6 +77,27 @@ def vq_losses(x: torch.Tensor, x_hat: torch.Tensor, z_e: torch.Tensor, e: torch.
     codebook = F.mse_loss(e, z_e.detach())  # ||sg[z_e] - e||^2: moves the codes towards the encoder outputs
     commit = F.mse_loss(z_e, e.detach())  # ||z_e - sg[e]||^2: keeps the encoder near its codes
     return {"loss": recon + codebook + beta * commit, "recon": recon, "codebook": codebook, "commit": commit}
+
+
+def code_statistics(codes: torch.Tensor, patches: torch.Tensor | None = None) -> dict[str, float | int]:
+    """What a set of codes says about collapse, on one basis: all the codes given.
+
+    codes: int64 (N, h, w) of N pages; patches: uint8 (N, C, S, S), the pages themselves (optional). Returns codes_used
+    (distinct ids), code_entropy_nats (entropy of the code frequencies), code_perplexity (its exp: the number of equally
+    used codes with that entropy); with the pages also blank_share (share of patches all one grey value, e.g. white)
+    and blank_codes (distinct codes on those blank patches)."""
+    counts = torch.bincount(codes.flatten()).double()
+    p = counts[counts > 0] / counts.sum()
+    entropy = float(-(p * p.log()).sum())
+    out = {"codes_used": int((counts > 0).sum()), "code_entropy_nats": round(entropy, 4),
+           "code_perplexity": round(math.exp(entropy), 2)}
+    if patches is not None:
+        n, h, w = codes.shape
+        tiles = patches.reshape(n, -1, h, patches.shape[-2] // h, w, patches.shape[-1] // w).permute(0, 2, 4, 1, 3, 5)
+        tiles = tiles.reshape(n, h, w, -1)  # (N, h, w, C·P·P)
+        blank = (tiles == tiles[..., :1]).all(-1)  # (N, h, w): one grey value over the whole patch
+        out.update(blank_share=round(float(blank.double().mean()), 4), blank_codes=int(codes[blank].unique().numel()))
+    return out
 
 
 def nearest_codes(z: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
@@ -85,7 +119,8 @@ class VQVAE(nn.Module):
     """Pages in, one code per P x P patch out, and back.
 
     forward(x) with x float (B, C, S, S) in [0, 1] (uint8 / 255) -> dict: loss, recon, codebook, commit (scalars),
-    x_hat (B, C, S, S), codes int64 (B, S/P, S/P), perplexity (exp of the entropy of the batch's code use).
+    x_hat (B, C, S, S), codes int64 (B, S/P, S/P), batch_perplexity (exp of the entropy of this batch's code
+    frequencies: at most B·h·w, blind to codes no page of the batch uses; `code_statistics` gives the whole set's).
     tokenize(x) -> codes (B, S/P, S/P) without gradients; decode_codes(codes) -> images (B, C, S, S).
     """
 
@@ -114,8 +149,15 @@ class VQVAE(nn.Module):
         self.register_buffer("step", torch.tensor(0))
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """z_e (B, D, h, w) of x (B, C, S, S)."""
-        return self.encoder(x)
+        """z_e (B, D, h, w) of x (B, C, S, S); encoder "patch": z_e[:, :, i, j] is a function of the pixels of patch
+        (i, j) alone (each patch is zero-padded on its own, as an image of P x P)."""
+        if self.config.encoder == "conv":
+            return self.encoder(x)
+        b, c = x.shape[:2]
+        p, n = self.config.patch, x.shape[-1] // self.config.patch
+        patches = x.reshape(b, c, n, p, n, p).permute(0, 2, 4, 1, 3, 5).reshape(b * n * n, c, p, p)  # (B·h·w, C, P, P)
+        z = self.encoder(patches)  # (B·h·w, D, 1, 1)
+        return z.reshape(b, n, n, -1).permute(0, 3, 1, 2)  # (B, D, h, w)
 
     def quantize(self, z_e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(codes (B, h, w), e (B, D, h, w), the chosen codebook vectors, differentiable w.r.t. the codebook)."""
@@ -135,7 +177,7 @@ class VQVAE(nn.Module):
         out = vq_losses(x, x_hat, z_e, e, self.config.beta)
         counts = torch.bincount(codes.flatten(), minlength=self.config.codes).float()  # (K,)
         p = counts / counts.sum()
-        out.update(x_hat=x_hat, codes=codes, perplexity=torch.exp(-(p * torch.log(p + 1e-10)).sum()))
+        out.update(x_hat=x_hat, codes=codes, batch_perplexity=torch.exp(-(p * torch.log(p + 1e-10)).sum()))
         if self.training:
             self._seen = (z_e.detach(), counts)  # for after_step's restarts
         return out
@@ -160,8 +202,8 @@ class VQVAE(nn.Module):
 
     @torch.no_grad()
     def _initialise(self, z_e: torch.Tensor) -> None:
-        flat = z_e.permute(0, 2, 3, 1).reshape(-1, z_e.shape[1])  # (N, D)
-        pick = torch.randint(len(flat), (self.config.codes,), device=flat.device)
+        flat = z_e.permute(0, 2, 3, 1).reshape(-1, z_e.shape[1]).unique(dim=0)  # (N', D) distinct outputs
+        pick = torch.randint(len(flat), (self.config.codes,), device=flat.device)  # (blank patches: one output)
         self.codebook.copy_(flat[pick])
         self.initialised.fill_(True)
 
@@ -170,11 +212,17 @@ class VQVAE(nn.Module):
         self.step += 1
         self.last_used[counts > 0] = self.step
         dead = (self.step - self.last_used) > self.RESTART_AFTER  # (K,)
-        if dead.any():
+        if dead.any() and not dead.all():
             flat = z_e.permute(0, 2, 3, 1).reshape(-1, z_e.shape[1])  # (N, D)
-            pick = torch.randint(len(flat), (int(dead.sum()),), device=flat.device)
-            self.codebook[dead] = flat[pick]
-            self.last_used[dead] = self.step
+            live = self.codebook[~dead]  # (K_live, D)
+            d2 = (flat.pow(2).sum(1, keepdim=True) - 2 * flat @ live.t() + live.pow(2).sum(1)).min(1).values  # (N,)
+            d2 = d2.clamp_min(0) * (d2 > 1e-6 * live.pow(2).sum(1).mean())  # copies of a live code: never drawn
+            n = min(int(dead.sum()), int((d2 > 0).sum()))
+            if n:  # the rest stay dead and are retried next step
+                pick = torch.multinomial(d2, n)  # (n,) distinct outputs, P ∝ squared distance (k-means++)
+                slots = dead.nonzero()[:n, 0]
+                self.codebook[slots] = flat[pick]
+                self.last_used[slots] = self.step
 
     def describe(self) -> dict:
         """The config as a dict (what a checkpoint stores to rebuild the model)."""

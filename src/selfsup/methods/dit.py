@@ -41,8 +41,9 @@ NETWORK = ("a BEiT of 4 layers, width 192, 3 heads, MLP 768 (1.8M parameters), s
            "exactly round(0.4 x 196) = 78 patches per page, blocks then single patches (BEiT: at most 75, blocks "
            "only); no drop path (paper 0.1) and no gradient clipping (3.0); run default batch 32 (paper 2048); "
            "frozen features are the mean of the final patch states")
-TOKEN_DEVIATIONS = ("targets are the ids of selfsup's own VQ-VAE page tokenizer, 512 codes by default (paper: "
-                    "DALL-E's dVAE retrained on IIT-CDIP, 8,192 codes); ")
+TOKEN_DEVIATIONS = ("targets are the ids of selfsup's own VQ-VAE page tokenizer, 512 codes by default, each code a "
+                    "function of its own patch's pixels (paper: DALL-E's dVAE retrained on IIT-CDIP, 8,192 codes, "
+                    "its encoder seeing the whole page); ")
 
 
 @dataclass
