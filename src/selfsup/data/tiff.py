@@ -14,7 +14,7 @@ C the number of bands kept (all, or those `--bands` picks):
   memory grows with the batch, not with the tiles. Smaller tiles are served whole (the views' random resized crop
   then sizes them).
 - no data: pixels equal to the file's GDAL_NODATA value (TIFF tag 42113, as GDAL writes it) are left out of the
-  stretch and the band statistics and become 0, as NaN does (uint8 tiles: they become 0).
+  stretch and the band statistics and become 0, as NaN does.
 
 Per-band statistics (`band_meta`): the mean and std of each kept band in [0, 1] units, measured on the same kind of
 seeded sample; a run stores them in its data_meta, and its views, evaluation and export normalise with them.
@@ -150,15 +150,13 @@ def read_bands(path: str, header: TiffHeader, index: Sequence[int] | None = None
 
 
 def without_nodata(bands: np.ndarray, nodata: float | None) -> np.ndarray:
-    """`bands` with pixels equal to `nodata` made NaN (in a float dtype that holds the values exactly; the stretch
-    ignores NaN and to_uint8 maps it to 0), or 0 for uint8 bands, which take no stretch."""
+    """`bands` with pixels equal to `nodata` made NaN, in a float dtype that holds the values exactly (float32 for
+    8- and 16-bit bands): the stretch and the band statistics leave NaN out, to_uint8 maps it to 0."""
     if nodata is None or np.isnan(nodata):  # NaN no-data is NaN already
         return bands
     missing = bands == nodata
     if not missing.any():
         return bands
-    if bands.dtype == np.uint8:
-        return np.where(missing, np.uint8(0), bands)
     floats = bands.astype(np.float64 if bands.dtype.itemsize > 2 else np.float32)
     floats[missing] = np.nan
     return floats
@@ -177,9 +175,11 @@ def to_uint8(bands: np.ndarray, stretch: Sequence[Sequence[float]] | None) -> np
     """(C, h, w) bands -> uint8 (C, h, w): as they are when `stretch` is None (uint8 data), else band c mapped
     linearly from [lo_c, hi_c] = stretch[c] to [0, 255], clipped and rounded; NaN -> 0."""
     if stretch is None:
-        if bands.dtype != np.uint8:
-            raise ValueError(f"{bands.dtype} bands need a stretch to become uint8")
-        return bands
+        if bands.dtype == np.uint8:
+            return bands
+        if bands.dtype.kind == "f":  # uint8 bands whose no-data pixels without_nodata made NaN
+            return np.nan_to_num(bands, nan=0.0).astype(np.uint8)
+        raise ValueError(f"{bands.dtype} bands need a stretch to become uint8")
     lo, hi = (np.asarray(v, dtype=np.float32)[:, None, None] for v in zip(*stretch))  # (C, 1, 1) each
     scaled = (bands.astype(np.float32) - lo) * (255 / (hi - lo))  # (C, h, w)
     return np.nan_to_num(scaled, nan=0.0).clip(0, 255).round().astype(np.uint8)
@@ -285,12 +285,16 @@ class TiffImageSet(FolderImageSet):
         the uint8 pixels, measured on a sample seeded by 0 (the same tiles give the same numbers in every run)."""
         total = np.zeros(self.channels)
         squares = np.zeros(self.channels)
-        n = 0
+        n = np.zeros(self.channels)
         for bands in self._sample(self.index):
+            # no-data pixels (NaN after without_nodata) are left out, as the stretch leaves them out
+            valid = np.isfinite(bands).reshape(self.channels, -1)
             pixels = to_uint8(bands, self._kept_stretch()).reshape(self.channels, -1).astype(np.float64) / 255
+            pixels = np.where(valid, pixels, 0.0)
             total += pixels.sum(axis=1)
             squares += (pixels ** 2).sum(axis=1)
-            n += pixels.shape[1]
+            n += valid.sum(axis=1)
+        n = np.maximum(n, 1)  # a band with no valid pixel in the sample: mean 0, std STD_FLOOR
         mean = total / n
         std = np.maximum(np.sqrt(np.maximum(squares / n - mean ** 2, 0)), STD_FLOOR)
         return {"index": list(self.index), "count": self.count, "dtype": self.dtype, "stretch": self.stretch,
