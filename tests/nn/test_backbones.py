@@ -67,3 +67,16 @@ def test_feature_map_gives_a_swins_channels_last_tokens_as_channels_first():
     f = feature_map(swin, x)
     assert f.shape == (2, 32, 7, 7)
     torch.testing.assert_close(f.permute(0, 2, 3, 1), swin.forward_features(x))
+
+
+@pytest.mark.parametrize("method, says", [("rs-multitask", "4 stages of a convnet.*--backbone resnet18"),
+                                          ("sadlcd", "4 stages of a convnet.*--backbone resnet18"),
+                                          ("detco", "4 stages of a convnet.*--backbone resnet18"),
+                                          ("glcnet", "does not accept these options.*output_stride"),
+                                          ("spark", "use mae or simmim for vision transformers")])
+def test_methods_that_read_convnet_stages_refuse_a_vit_in_one_line(method, says):
+    from selfsup.methods import create
+
+    vit = {"backbone": "timm:vit_tiny_patch16_224", "backbone_kwargs": {"img_size": 32, "patch_size": 8, "depth": 1}}
+    with pytest.raises(SelfsupError, match=says):  # was an AssertionError traceback from timm's patch embedding
+        create(method, **vit)

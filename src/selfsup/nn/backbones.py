@@ -10,6 +10,7 @@ from typing import Any
 import timm
 import torch
 import torchvision
+from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 from torchvision.models._utils import IntermediateLayerGetter
 
@@ -111,7 +112,11 @@ def _make_small_stem(model: nn.Module, name: str) -> None:
 
 def stage_features(backbone: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
     """(B, C, H, W) -> the maps after each of the last 4 stages [(B, C_s, h_s, w_s)] (a ResNet's res2-res5): timm's
-    `forward_intermediates`, or torchvision's IntermediateLayerGetter for a torchvision ResNet."""
+    `forward_intermediates`, or torchvision's IntermediateLayerGetter for a torchvision ResNet. SelfsupError for a
+    plain ViT, whose blocks all keep one resolution."""
+    if isinstance(backbone, VisionTransformer):
+        raise SelfsupError("this method reads the 4 stages of a convnet, each at half the resolution of the last (a "
+                           "ResNet), and a ViT keeps one resolution in every block; pass e.g. --backbone resnet18")
     if hasattr(backbone, "forward_intermediates"):  # every timm model
         return backbone.forward_intermediates(x, indices=4, intermediates_only=True)
     stages = {f"layer{i}": str(i) for i in range(1, 5)}
