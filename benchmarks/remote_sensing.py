@@ -11,7 +11,7 @@ ResNet-18 with the CIFAR stem: an 8 x 8 last map at 64 px; GLCNet keeps its Deep
 optimiser and seed (SHARED); each keeps its paper's loss settings except the CPU-sized heads in PER_METHOD, which the
 table lists. Each encoder is then scored (selfsup's python entry points, defaults unless named):
 - rs-mosaics mIoU: `eval segment --finetune --label-fraction 0.1` (encoder + FCN head, 300 steps of 8 on 40 of the
-  400 train mosaics), 5 texture classes + background (never labelled, counted when predicted); synthetic labels;
+  400 train mosaics), the 5 texture classes (every pixel has one: background is not scored); synthetic labels;
 - trees mIoU: the same fine-tuning on 10 % of trees' train crops (14), tree vs ground (both counted); the masks are
   the ellipses inscribed in the real hand-drawn boxes, so the labels are pseudo;
 - rs-change F1 and IoU of the change class: `eval change` (frozen encoder, |f_A - f_B| + light decoder, 300 steps);
@@ -127,8 +127,8 @@ def write_table(rows: list[dict], steps: int, out: Path) -> None:
         f"Pretraining on trees' 138 train crops (real airborne RGB, no labels): {steps} steps, {shared}.",
         "",
         f"- rs-mosaics ({tags['mosaics']} labels): encoder + FCN head fine-tuned on {LABEL_FRACTION:.0%} of the 400 "
-        "train mosaics (300 steps of 8), mIoU over the 120 test mosaics, the 5 texture classes and background "
-        "(never labelled, counted if predicted);",
+        "train mosaics (300 steps of 8), mIoU over the 120 test mosaics and the 5 texture classes (every pixel "
+        "has one: background is not scored);",
         f"- trees ({tags['trees']} labels: ellipses inscribed in the real hand-drawn boxes): the same fine-tuning on "
         f"{LABEL_FRACTION:.0%} of the 138 train crops, mIoU of tree and ground on the 32 held-out crops, and the tree "
         "IoU;",

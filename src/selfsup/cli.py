@@ -482,7 +482,8 @@ def _segment(args: argparse.Namespace) -> None:
            if args.finetune else f"frozen 1x1-conv probe, {result['epochs']} epochs")
     found = "n/a" if result["foreground_iou"] is None else f"{result['foreground_iou']:.4f}"
     objects = f", object-vs-background probe IoU {result['objectness_iou']:.4f}" if "objectness_iou" in result else ""
-    print(f"segment mIoU {result['miou']:.4f} (background counted as a class), foreground IoU {found}{objects} | "
+    counted = "background counted as a class" if result["background_counted"] else "every pixel has a class"
+    print(f"segment mIoU {result['miou']:.4f} ({counted}), foreground IoU {found}{objects} | "
           f"{how} | {result['encoder']} | "
           f"{result['data']} [{result['tag']} labels] {result['n_train']} train / {result['n_test']} test | "
           f"{result['seconds']}s | {result['json']}")

@@ -171,3 +171,17 @@ def test_cli_eval_segment_finetunes_on_the_mosaics(sets, tmp_path, capsys):
     result = json.loads(out.read_text())
     assert result["tag"] == "synthetic" and result["n_labeled"] == 40 and result["n_test"] == 120
     assert set(result["iou"]) == {"background", *rs_mosaics.CLASSES}
+
+
+def test_eval_segment_leaves_background_out_where_every_pixel_has_a_class(sets, tmp_path):
+    from selfsup.eval.segment import evaluate_segment
+
+    assert sets["train"].background is False
+    result = evaluate_segment("pixels", "rs-mosaics", epochs=1, image_size=32, out=str(tmp_path / "r.json"),
+                              progress=False, device="cpu")
+    # no pixel is class 0: background is not scored (a predicted 0 still costs its true class an FN), and
+    # foreground / objectness IoU, all-object by construction, are not reported (pixels scored 1.0 on both)
+    assert result["iou"]["background"] is None and result["background_counted"] is False
+    assert result["foreground_iou"] is None and "objectness_iou" not in result
+    scored = [v for k, v in result["iou"].items() if k != "background"]
+    assert result["miou"] == pytest.approx(sum(scored) / len(scored), abs=1e-4)

@@ -53,6 +53,9 @@ class DenseSet(Dataset):
     has: tuple[str, ...] = field(default=("semantic", "masks", "boxes", "labels"))  # fields the targets fill
     # {field: tag} where one field's labels are of another kind than `tag` (trees: ellipses from real boxes, 'pseudo')
     label_tags: dict[str, str] = field(default_factory=dict)
+    # whether class 0 marks pixels of no class; False where every pixel has one (a mosaic of classes): evaluation then
+    # leaves background out of the mean IoU and reports no foreground / objectness IoU
+    background: bool = True
 
     def __post_init__(self) -> None:
         if self.tag not in TAGS or not set(self.label_tags.values()) <= set(TAGS):

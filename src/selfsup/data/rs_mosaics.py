@@ -84,7 +84,7 @@ class Mosaics(DenseSet):
 
     def __init__(self, split: str, images: np.ndarray, semantic: np.ndarray, meta: list[dict]):
         super().__init__(name=f"{NAME}/{split}", tag="synthetic", classes=list(CLASSES), channels=3,
-                         native_size=CANVAS)
+                         native_size=CANVAS, background=False)  # every pixel belongs to a texture class
         self.pixels, self.semantic, self.meta = images, semantic, meta
 
     def __len__(self) -> int:

@@ -332,16 +332,18 @@ def evaluate_segment(checkpoint: str, data: str | None = None, finetune: bool = 
     num_classes = len(train_set.classes) + 1  # background is class 0
     run = (_finetune if finetune else _probe)(encoder, train_pairs, test_pairs, num_classes, seed, device, progress,
                                               label_fraction=label_fraction, epochs=epochs, max_steps=max_steps,
-                                              lr=lr, batch_size=batch_size)
+                                              lr=lr, batch_size=batch_size, objectness=train_set.background)
     confusion = run.pop("confusion")
     iou = iou_per_class(confusion)
+    if not train_set.background:  # every pixel has a class: a predicted 0 is an error, not a class to score
+        iou[0] = math.nan
     protocol = f"segment-finetune-{run['label_fraction'] * 100:g}pct" if finetune else "segment"
-    found = foreground_iou(confusion)
+    found = foreground_iou(confusion) if train_set.background else math.nan
     result = {"protocol": protocol, "miou": round(mean_iou(iou), 4),
               "foreground_iou": None if math.isnan(found) else round(found, 4),
               "iou": {name: None if math.isnan(v) else round(float(v), 4)
                       for name, v in zip(["background", *train_set.classes], iou.tolist())},
-              "background_counted": True, "tag": train_set.label_tag("semantic"), "encoder": encoder.description,
+              "background_counted": train_set.background, "tag": train_set.label_tag("semantic"), "encoder": encoder.description,
               "checkpoint": checkpoint, "random_init": random_init, "modality": "image", "data": data,
               "n_train": len(train_set), "n_test": len(test_set), "classes": len(train_set.classes),
               "image_size": size, **run, "seed": seed, "seconds": round(time.time() - start, 1)}
@@ -351,22 +353,25 @@ def evaluate_segment(checkpoint: str, data: str | None = None, finetune: bool = 
 
 def _probe(encoder: FrozenEncoder, train_pairs: Dataset, test_pairs: Dataset, num_classes: int, seed: int,
            device: str, progress: bool, epochs: int | None, lr: float | None, batch_size: int | None,
-           **_: Any) -> dict[str, Any]:
-    """The frozen 1x1-conv probe: its settings and the test confusion matrix."""
+           objectness: bool = True, **_: Any) -> dict[str, Any]:
+    """The frozen 1x1-conv probe: its settings and the test confusion matrix; with `objectness` (data with a
+    background) also the IoU of a second probe on object-vs-background labels."""
     epochs, lr, batch_size = epochs or PROBE["epochs"], lr or PROBE["lr"], batch_size or PROBE["batch_size"]
     train_x, train_y = extract_dense(encoder, train_pairs, device=device, desc="train features")
     test_x, test_y = extract_dense(encoder, test_pairs, device=device, desc="test features")
     head = fit_probe(train_x, train_y, num_classes, epochs, lr, batch_size, seed, progress)
     batches = zip(test_x.split(batch_size), test_y.split(batch_size))
     confusion = confusion_over(batches, lambda x: head(x.float()), num_classes)
+    settings = {"feature_dim": int(train_x.shape[1]), "feature_grid": list(train_x.shape[-2:]), "epochs": epochs,
+                "optimizer": PROBE["optimizer"], "lr": lr, "batch_size": batch_size}
+    if not objectness:
+        return {"confusion": confusion, **settings}
     # where the objects are, whatever their class: a second probe on object-vs-background labels
-    objectness = head if num_classes == 2 else fit_probe(train_x, objects_only(train_y), 2, epochs, lr, batch_size,
-                                                          seed, progress)
+    probe = head if num_classes == 2 else fit_probe(train_x, objects_only(train_y), 2, epochs, lr, batch_size, seed,
+                                                     progress)
     found = confusion_over(zip(test_x.split(batch_size), objects_only(test_y).split(batch_size)),
-                           lambda x: objectness(x.float()), 2)
-    return {"confusion": confusion, "objectness_iou": round(foreground_iou(found), 4),
-            "feature_dim": int(train_x.shape[1]), "feature_grid": list(train_x.shape[-2:]), "epochs": epochs,
-            "optimizer": PROBE["optimizer"], "lr": lr, "batch_size": batch_size}
+                           lambda x: probe(x.float()), 2)
+    return {"confusion": confusion, "objectness_iou": round(foreground_iou(found), 4), **settings}
 
 
 def _finetune(encoder: FrozenEncoder, train_pairs: Dataset, test_pairs: Dataset, num_classes: int, seed: int,
