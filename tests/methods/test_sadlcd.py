@@ -320,3 +320,33 @@ def test_trains_from_the_cli_resumes_exactly_exports_and_evaluates(tmp_path, cap
     assert main(["eval", "change", "--checkpoint", str(checkpoint), "--data", str(levir), "--max-steps", "2",
                  "--no-progress", "--out", str(out)]) == 0
     assert 0 <= json.loads(out.read_text())["f1"] <= 1
+
+
+class _Masks(DenseSet):
+    """10 grey 16 px images; the masks of images `with_object` hold a 4 x 4 object of class 1."""
+
+    def __init__(self, with_object):
+        super().__init__(name="masks", tag="synthetic", classes=["thing"], channels=3, native_size=16)
+        self.with_object = set(with_object)
+
+    def __len__(self):
+        return 10
+
+    def __getitem__(self, i):
+        semantic = torch.zeros(16, 16, dtype=torch.int64)
+        if i in self.with_object:
+            semantic[4:8, 4:8] = 1
+        return torch.full((3, 16, 16), 128, dtype=torch.uint8), DenseTarget(semantic=semantic)
+
+
+def test_training_masks_without_foreground_are_refused_and_few_warned(caplog):
+    from selfsup.methods.sadlcd import ForegroundMaps
+
+    with pytest.raises(SelfsupError, match="no mask of 9 of the 9 training images of masks holds a foreground"):
+        ForegroundMaps(_Masks(with_object=[9]), list(range(9)))  # the one object is in a held-out image
+    with caplog.at_level("WARNING"):
+        ForegroundMaps(_Masks(with_object=[3]), list(range(10)))
+    assert "only 1 masks of 10 of the 10 training images of masks hold foreground" in caplog.text
+    caplog.clear()
+    ForegroundMaps(_Masks(with_object=range(10)), list(range(10)))
+    assert "foreground" not in caplog.text

@@ -42,8 +42,9 @@ from PIL import Image
 from selfsup.errors import SelfsupError
 
 from .dense import DENSE_BUILTIN, DenseSet, DenseTarget
-from .folder import decode_image, index_images, walk_images
+from .folder import BadImageError, decode_image, index_images, walk_images
 from .open import existing_folder, held_out_folder
+from .tiff import is_tiff, tiff_header
 
 TEST_FRACTION, SEED = 0.2, 0  # the split of a folder without train/ and test/
 TOLERANCE = 1.0  # px a box may reach beyond its image before it is an error (it is then clipped)
@@ -149,6 +150,7 @@ def _open_part(folder: str) -> _Part:
     images = _by_stem(images_dir, index_images(images_dir), "image")
     if not images:
         raise SelfsupError(f"'{images_dir}' holds no image files: lay dense data out as {LAYOUT}")
+    _refuse_tiles(images)
     masks, box_file = _masks(folder, images), _find_box_file(folder)
     if masks is None and box_file is None:
         raise SelfsupError(f"'{folder}' has images but neither masks/ nor a box file: lay dense data out as {LAYOUT}")
@@ -160,6 +162,22 @@ def _open_part(folder: str) -> _Part:
         objects, names, sources = (_read_coco if box_file.endswith(".json") else _read_voc)(box_file, images)
         _check_boxes(objects, sizes, images, sources)
     return _Part(folder, images, sizes, masks, objects, sources, names)
+
+
+def _refuse_tiles(images: dict[str, str]) -> None:
+    """A SelfsupError for a TIFF that is not 8-bit grey or RGB: dense folders decode images as 8-bit RGB, which would
+    drop bands and squash 16-bit values without a word (the multi-band reader, data.tiff, serves plain tile folders)."""
+    for path in images.values():
+        if not is_tiff(path):
+            continue
+        try:
+            header = tiff_header(path)
+        except BadImageError:
+            continue  # decode_image names the file when it is read
+        if header.bands not in (1, 3) or header.dtype != "uint8":
+            raise SelfsupError(f"'{path}' is a {header.bands}-band {header.dtype} TIFF, and folders of images with "
+                               "masks or boxes read 8-bit grey or RGB images only; save 8-bit RGB images (PNG) for "
+                               "dense evaluation, or pretrain on the tiles as a plain folder of TIFFs")
 
 
 def _by_stem(root: str, paths: list[str], noun: str) -> dict[str, str]:

@@ -10,6 +10,7 @@ Pretraining on single-date tiles with a semantic mask (foreground class vs backg
 Downstream (`selfsup eval change`, `eval segment`): the FPN map is the method's dense features.
 """
 
+import logging
 import math
 import os
 from collections import OrderedDict
@@ -30,6 +31,8 @@ from selfsup.methods.registry import register
 from selfsup.nn import ProjectionHead, stage_features
 from selfsup.views.sadlcd import BACKGROUND, FOREGROUND, IGNORE, SaDLCDViews
 
+log = logging.getLogger(__name__)
+FOREGROUND_SAMPLE = 64  # training masks checked for foreground when a run opens its data
 NEEDS_MASKS = ("sadlcd needs a semantic mask (foreground vs background) with every training image, and {data} has "
                "none{why}: pass --data paste-scenes, --data trees, or a folder laid out as DIR/images/<stem>.png + "
                "DIR/masks/<stem>.png (pixel = class id, 0 background)")
@@ -167,6 +170,23 @@ class ForegroundMaps(Dataset):
 
     def __init__(self, dense: DenseSet, indices: list[int]):
         self.dense, self.indices = dense, indices
+        self._check_foreground()
+
+    def _check_foreground(self, n: int = FOREGROUND_SAMPLE) -> None:
+        """Refuse masks without foreground (push and swap would be 0 at every step) and warn when few have it, judged
+        on up to `n` training images chosen with a generator seeded by 0."""
+        picked = torch.randperm(len(self.indices), generator=torch.Generator().manual_seed(0))[:n].tolist()
+        with_object = sum(bool(((t.semantic > 0) & (t.semantic != IGNORE)).any())
+                          for t in (self.dense[self.indices[i]][1] for i in picked) if t.semantic is not None)
+        where = f"{len(picked)} of the {len(self.indices)} training images of {self.dense.name}"
+        if with_object == 0:
+            raise SelfsupError(f"no mask of {where} holds a foreground pixel (a class > 0): sadlcd pulls and pushes "
+                               "foreground against background and would learn from background alone; pass masks "
+                               "that mark objects (a folder's test split, 20 % unless DIR/train/ and DIR/test/ are "
+                               "given, is not trained on)")
+        if with_object < 0.25 * len(picked):
+            log.warning("sadlcd: only %d masks of %s hold foreground: the push and swap terms see few objects",
+                        with_object, where)
 
     def __len__(self) -> int:
         return len(self.indices)
