@@ -172,7 +172,11 @@ def main() -> None:
                      f"{row['j']:.3f} | {row['j_copy_first_mask']:.3f} | {row['j_oracle_at_grid']:.3f} ({grid}) | "
                      f"{native} | {row['train_seconds']} | {settings} |")
     lines += ["", f"Figure: `{out.with_suffix('.png').name}` (ground truth green, propagated red, first test clip).",
-              "", "Encoders: " + "; ".join(f"{row['name']}: {row['encoder']}" for row in rows) + "."]
+              "", "Encoders: " + "; ".join(f"{row['name']}: {row['encoder']}" for row in rows) + ".",
+              "", "Speed (decoding against the model step): `video_speed.md`, `python benchmarks/video_speed.py`."]
+    reading = out.with_name("video_reading.md")  # written by hand after looking at the figure; kept
+    if reading.is_file():
+        lines += ["", reading.read_text().rstrip()]
     write_results(lines, json.loads(json.dumps(rows, default=str)), out)
 
 
