@@ -26,3 +26,24 @@ def resumed_like_uninterrupted(method: str, run: Path, step: int = 2) -> tuple[d
     for key in full["state_dict"]:
         torch.testing.assert_close(resumed["state_dict"][key], full["state_dict"][key], rtol=0, atol=0, msg=key)
     return full, resumed
+
+
+def trains_resumes_and_exports(method: str, data: Path, options: list[str], run: Path) -> Path:
+    """The CLI round trip of a dense image method: 4 steps of `selfsup train METHOD` on `data` (checkpoints every 2),
+    resumed exactly from step 2, exported, the export's embedding equal to the method's, and the masks plot drawn.
+    Returns the last checkpoint."""
+    from selfsup.checkpoints import load_exported, load_method
+    from selfsup.eval.plots import plot_masks
+
+    assert main(["train", method, "--data", str(data), *options, "--max-steps", "4", "--checkpoint-every", "2",
+                 "--out", str(run)]) == 0
+    full, resumed = resumed_like_uninterrupted(method, run)
+    assert resumed["global_step"] == full["global_step"] == 4
+    checkpoint = run / "checkpoints" / "last.ckpt"
+    exported = run.with_name(run.name + "-encoder.safetensors")
+    assert main(["export", "--checkpoint", str(checkpoint), "--out", str(exported)]) == 0
+    trained, _ = load_method(checkpoint)
+    images = trained.eval_batch([torch.randint(0, 256, (3, 40, 40), dtype=torch.uint8) for _ in range(2)])
+    torch.testing.assert_close(load_exported(exported).eval()(images), trained.embed(images))
+    assert plot_masks(str(checkpoint), run.with_name(run.name + "-masks.png"), n=2).stat().st_size > 1000
+    return checkpoint

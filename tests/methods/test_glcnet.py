@@ -8,14 +8,13 @@ from torchvision.transforms import v2
 from selfsup.checkpoints import load_exported, load_method, read_checkpoint
 from selfsup.cli import main
 from selfsup.errors import SelfsupError
-from selfsup.eval.plots import plot_masks
 from selfsup.losses.glcnet import GLCNetLoss, patch_vectors, style_vector
 from selfsup.methods import METHODS, create, make_config
 from selfsup.methods.glcnet import GLCNet
 from selfsup.nn import stage_features
 from selfsup.views import Bands
 from selfsup.views.glcnet import GLCNetViews
-from tests.resume_check import resumed_like_uninterrupted
+from tests.resume_check import trains_resumes_and_exports
 from tests.test_multiband import RGB_ONLY, tile_folder
 
 SMALL = {"backbone": "resnet10t", "backbone_kwargs": {"channels": [16, 32, 64, 128]}, "decoder_channels": 32,
@@ -191,17 +190,9 @@ def test_trains_from_the_cli_resumes_exactly_and_exports(tmp_path, monkeypatch):
     (tmp_path / "images").mkdir()
     for i in range(16):
         Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(tmp_path / "images" / f"{i}.png")
-    assert main(["train", "glcnet", "--data", str(tmp_path / "images"), *TINY, "--max-steps", "4",
-                 "--checkpoint-every", "2", "--out", str(tmp_path / "full")]) == 0
-    full, resumed = resumed_like_uninterrupted("glcnet", tmp_path / "full")
-    assert resumed["global_step"] == full["global_step"] == 4
-    checkpoint = tmp_path / "full" / "checkpoints" / "last.ckpt"
-    assert main(["export", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "encoder.safetensors")]) == 0
+    checkpoint = trains_resumes_and_exports("glcnet", tmp_path / "images", TINY, tmp_path / "full")
     method, _ = load_method(checkpoint)
-    images = method.eval_batch([torch.randint(0, 256, (3, 40, 40), dtype=torch.uint8) for _ in range(2)])
-    torch.testing.assert_close(load_exported(tmp_path / "encoder.safetensors").eval()(images), method.embed(images))
-    assert method.dense_features(images).shape == (2, 32, 8, 8)
-    assert plot_masks(str(checkpoint), tmp_path / "masks.png", n=2).stat().st_size > 1000
+    assert method.dense_features(torch.randn(2, 3, 32, 32)).shape == (2, 32, 8, 8)
 
 
 @pytest.mark.slow
