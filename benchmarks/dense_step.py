@@ -48,9 +48,10 @@ def batch_of(method, data: ArrayImageSet) -> list[torch.Tensor]:
     return default_collate([views(samples[i][0]) for i in range(len(samples))])
 
 
-def step_seconds(name: str, data: ArrayImageSet) -> float:
+def step_seconds(name: str, data: ArrayImageSet, **options) -> float:
+    """Median seconds of one model-only step of method `name` (SETTINGS, then `options`) on a batch of `data`."""
     torch.manual_seed(0)
-    method = create(name, in_chans=data.channels, **SETTINGS)
+    method = create(name, in_chans=data.channels, **{**SETTINGS, **options})
     method.data_meta["image_size"] = SIZE
     optimizer = create_optimizer(method, "sgd", 0.01, 0.0, 0.9)
     batch = batch_of(method, data)
