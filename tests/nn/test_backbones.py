@@ -80,3 +80,14 @@ def test_methods_that_read_convnet_stages_refuse_a_vit_in_one_line(method, says)
     vit = {"backbone": "timm:vit_tiny_patch16_224", "backbone_kwargs": {"img_size": 32, "patch_size": 8, "depth": 1}}
     with pytest.raises(SelfsupError, match=says):  # was an AssertionError traceback from timm's patch embedding
         create(method, **vit)
+
+
+def test_a_fixed_size_vit_refuses_another_input_side_in_one_line():
+    from selfsup.nn.backbones import check_vit_input_side
+
+    vit = create_backbone("timm:vit_tiny_patch16_224", img_size=32, patch_size=8, depth=1)
+    check_vit_input_side(vit, 32)  # its own side
+    with pytest.raises(SelfsupError, match="built for 32x32 px inputs and this run's images are 16 px.*img_size: 16"):
+        check_vit_input_side(nn.Sequential(vit), 16)  # found inside a method too; was timm's AssertionError mid-run
+    dynamic = create_backbone("timm:vit_tiny_patch16_224", img_size=32, patch_size=8, depth=1, dynamic_img_size=True)
+    check_vit_input_side(dynamic, 16)  # takes any side

@@ -124,3 +124,15 @@ def stage_features(backbone: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
         raise SelfsupError(f"this method needs a backbone with 4 stages (a ResNet), not {type(backbone).__name__}")
     layers = IntermediateLayerGetter(backbone, stages)  # a view of the backbone's own modules, cheap to make
     return list(layers(x).values())
+
+
+def check_vit_input_side(model: nn.Module, side: int) -> None:
+    """SelfsupError, one line, when a timm ViT inside `model` is built for inputs of another side than `side` px and
+    cannot take others (strict image size, no dynamic_img_size): its patch embedding would fail at the first step."""
+    for vit in (m for m in model.modules() if isinstance(m, VisionTransformer)):
+        embed = vit.patch_embed
+        built = tuple(embed.img_size) if embed.img_size is not None else None
+        if built and built != (side, side) and embed.strict_img_size and not getattr(vit, "dynamic_img_size", False):
+            raise SelfsupError(f"the ViT is built for {built[0]}x{built[1]} px inputs and this run's images are "
+                               f"{side} px; pass --set 'backbone_kwargs={{img_size: {side}}}' (with the other "
+                               f"backbone_kwargs you need), or --image-size {built[0]}")

@@ -31,6 +31,7 @@ from selfsup.data.folder import SIZE_MAX, SIZE_MIN, SIZE_STEP, folder_image_size
 from selfsup.data.tiff import TiffImageSet
 from selfsup.errors import SelfsupError
 from selfsup.methods import RENAMED, Method, build, make_config, method_class
+from selfsup.nn.backbones import check_vit_input_side
 from selfsup.ranges import check_ranges
 from selfsup.train import recipes
 from selfsup.train.config import TrainConfig, check_choices, split_options
@@ -237,6 +238,7 @@ def _image_setup(cls: type[Method], method_options: dict[str, Any], config: Trai
     images, native_size, size_note = _cut_tiles(images, image_size, native_size, size_note)
     _check_one_batch(len(images), "usable images", config, skipped_note)
     method = build(cls.name, data_meta, **method_options)
+    check_vit_input_side(method, image_size)
     views = method.default_views(image_size, channels_of(data_meta))  # a TIFF run's views use its band statistics
     batched = config.batched_views if config.batched_views is not None else native_size is not None
     batched = batched and views.batch is not None
