@@ -20,3 +20,18 @@ def seeded():
 def _own_cache(tmp_path_factory, monkeypatch):
     """Each test its own SELFSUP_CACHE: no test reads another's cached folder index or writes to ~/.cache."""
     monkeypatch.setenv("SELFSUP_CACHE", str(tmp_path_factory.mktemp("cache")))
+
+
+@pytest.fixture
+def spied(monkeypatch):
+    """Every RGB-only operation (tests.test_multiband.RGB_ONLY) records (its name, the channel count of what it is
+    applied to)."""
+    from tests.test_multiband import RGB_ONLY
+
+    calls = []
+    for cls in RGB_ONLY:
+        def forward(self, *inputs, _real=cls.forward, **kwargs):
+            calls.append((type(self).__name__, inputs[0].shape[-3]))
+            return _real(self, *inputs, **kwargs)
+        monkeypatch.setattr(cls, "forward", forward)
+    return calls

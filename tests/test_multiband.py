@@ -43,18 +43,6 @@ def test_colour_kind_is_the_one_rule():
     assert [colour_kind(c) for c in NOT_RGB] == ["bands"] * 4
 
 
-@pytest.fixture
-def spied(monkeypatch):
-    """Every RGB-only operation records the channel count of what it is applied to."""
-    calls = []
-    for cls in RGB_ONLY:
-        def forward(self, *inputs, _real=cls.forward, **kwargs):
-            calls.append((type(self).__name__, inputs[0].shape[-3]))
-            return _real(self, *inputs, **kwargs)
-        monkeypatch.setattr(cls, "forward", forward)
-    return calls
-
-
 def run_recipe(recipe, channels, size=64):
     views = recipe(size, channels)
     torch.manual_seed(0)
