@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import tifffile
 import torch
+from PIL import Image
 from torchvision.transforms import v2
 
 from selfsup.checkpoints import load_exported, read_checkpoint
@@ -156,6 +157,46 @@ def tile_folder(root, n_bands, dtype, layout):
     return root
 
 
+def dense_tile_folder(root, n_bands, dtype):
+    """6 tiles of 48 px + masks (DIR/images, DIR/masks): the left half brighter in every band and class 1."""
+    rng = np.random.default_rng(n_bands)
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for i in range(6):
+        x = np.clip(rng.normal(0.3, 0.1, (n_bands, 48, 48)), 0, 1)
+        x[:, :, :24] += 0.4
+        tifffile.imwrite(root / "images" / f"t{i}.tif", (x * (4000 if dtype == np.uint16 else 255)).astype(dtype),
+                         photometric="minisblack")
+        m = np.full((48, 48), 2, np.uint8)
+        m[:, :24] = 1
+        Image.fromarray(m).save(root / "masks" / f"t{i}.png")
+    return root
+
+
+def test_a_dense_folder_of_tiles_keeps_every_band_stretched_alike(tmp_path):
+    from selfsup.data.dense import open_dense
+
+    root = dense_tile_folder(tmp_path / "dense", 4, np.uint16)
+    train, test = open_dense(str(root), "train"), open_dense(str(root), "test")
+    assert train.channels == test.channels == 4 and (len(train), len(test)) == (5, 1)
+    image, target = train[0]
+    assert image.shape == (4, 48, 48) and image.dtype == torch.uint8 and target.semantic.shape == (48, 48)
+    # one stretch for both splits, measured on the folder: bright half high, dark half low in every band
+    assert train.tiles.stretch == test.tiles.stretch and len(train.tiles.stretch) == 4
+    left, right = image[:, :, :24].float().mean((1, 2)), image[:, :, 24:].float().mean((1, 2))
+    assert (left > 150).all() and (right < 110).all()
+    # the bright half is class 1: a probe on a random 4-band encoder's map separates the halves
+    assert main(["eval", "segment", "--checkpoint", "random", "--small-stem", "--data", str(root), "--no-progress",
+                 "--out", str(tmp_path / "seg.json")]) == 0
+    result = json.loads((tmp_path / "seg.json").read_text())
+    assert result["iou"]["class 1"] > 0.9 and result["iou"]["class 2"] > 0.9
+    # tiles beside 8-bit images: one line
+    Image.new("RGB", (48, 48)).save(root / "images" / "x.png")
+    Image.fromarray(np.zeros((48, 48), np.uint8)).save(root / "masks" / "x.png")
+    with pytest.raises(SelfsupError, match="4-band uint16 TIFF beside 8-bit images such as .*x.png"):
+        open_dense(str(root), "train")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("n_bands, dtype, layout", [(4, np.uint16, "interleaved"), (6, np.uint8, "planar")])
 def test_tiff_folder_trains_evaluates_and_exports(tmp_path, capsys, n_bands, dtype, layout):
@@ -176,6 +217,18 @@ def test_tiff_folder_trains_evaluates_and_exports(tmp_path, capsys, n_bands, dty
     assert 0 <= result["top1"] <= 1 and "knn top-1" in capsys.readouterr().out
     # grey images are not repeated into a multi-band encoder's bands: refused in one line
     assert main(["eval", "knn", "--checkpoint", str(out / "checkpoints" / "last.ckpt"), "--data", "digits"]) == 1
+    assert f"the encoder takes {n_bands}-channel images" in capsys.readouterr().err
+
+    # a user's folder of tiles + masks of the same band count: segmentation, frozen and fine-tuned
+    dense = dense_tile_folder(tmp_path / "dense", n_bands, dtype)
+    for extra in ([], ["--finetune", "--max-steps", "2", "--batch-size", "4", "--label-fraction", "1"]):
+        assert main(["eval", "segment", "--checkpoint", str(out / "checkpoints" / "last.ckpt"), "--data", str(dense),
+                     "--out", str(tmp_path / "seg.json"), "--no-progress", *extra]) == 0
+        result = json.loads((tmp_path / "seg.json").read_text())
+        assert result["n_train"] == 5 and result["n_test"] == 1 and 0 <= result["miou"] <= 1
+    other = dense_tile_folder(tmp_path / "other", n_bands + 1, dtype)
+    assert main(["eval", "segment", "--checkpoint", str(out / "checkpoints" / "last.ckpt"), "--data", str(other),
+                 "--epochs", "1", "--out", str(tmp_path / "x.json")]) == 1
     assert f"the encoder takes {n_bands}-channel images" in capsys.readouterr().err
 
     exported = tmp_path / "backbone.safetensors"

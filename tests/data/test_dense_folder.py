@@ -201,14 +201,3 @@ def test_a_class_missing_from_classes_txt_and_a_mask_id_beyond_it(tmp_path):
     for k in (1, 2):
         voc(tmp_path / "annotations" / f"a{k}.xml", [])
     one_line_error(root, "class 'car'", "a0.jpg", "classes.txt")
-
-
-def test_a_multiband_or_16_bit_tiff_in_a_dense_folder_is_refused_in_one_line(tmp_path):
-    import tifffile
-
-    (tmp_path / "images").mkdir()
-    (tmp_path / "masks").mkdir()
-    tifffile.imwrite(tmp_path / "images" / "a.tif", np.full((4, 16, 16), 2050, np.uint16), photometric="minisblack")
-    Image.fromarray(np.zeros((16, 16), np.uint8)).save(tmp_path / "masks" / "a.png")
-    with pytest.raises(SelfsupError, match="a.tif' is a 4-band uint16 TIFF.*8-bit grey or RGB images only"):
-        open_dense(str(tmp_path), "train")  # was: decoded as 3-band 8-bit, values 0-15, without a word

@@ -204,3 +204,16 @@ def test_a_four_band_tiff_folder_trains_and_exports(tmp_path, capsys):
     method, _ = load_method(out / "checkpoints" / "last.ckpt")
     x = torch.randn(2, 4, 32, 32)
     torch.testing.assert_close(load_exported(exported).eval()(x), method.embed(x))
+
+
+def test_a_resume_with_the_first_runs_backbone_kwargs_is_accepted(tmp_path, capsys):
+    # glcnet's config holds backbone_kwargs with output_stride added (dilated); the user's own options, passed again
+    # with --resume, were refused as a change ("the run was made with {..., 'output_stride': 16}")
+    data = tile_folder(tmp_path / "tiles", 3, np.uint8, "planar")
+    same = ["train", "glcnet", "--data", str(data), "--out", str(tmp_path / "run"), *TINY,
+            "--set", "backbone_kwargs={drop_rate: 0.0}"]
+    assert main([*same, "--max-steps", "1"]) == 0
+    assert main([*same, "--max-steps", "2", "--resume"]) == 0, capsys.readouterr().err
+    assert read_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")["global_step"] == 2
+    assert main([*same[:-1], "backbone_kwargs={drop_rate: 0.1}", "--max-steps", "3", "--resume"]) == 1
+    assert "cannot resume with backbone_kwargs" in capsys.readouterr().err

@@ -2,7 +2,8 @@
 
 Layout:
 
-    DIR/images/<stem>.<ext>       the images (png, jpg, ...); <stem> may hold subfolders (images/a/b.jpg)
+    DIR/images/<stem>.<ext>       the images (png, jpg, ...); <stem> may hold subfolders (images/a/b.jpg); or
+                                  multi-band TIFF tiles (any band count and pixel type, one of each per folder)
     DIR/masks/<stem>.png          semantic masks, single-channel PNG (mode L or P) of the image's size whose
                                   pixel value is the class id: 0 background, 1..K the classes, 255 ignore
     DIR/annotations.json          boxes as COCO JSON (images, annotations with bbox [x, y, w, h] in px,
@@ -22,6 +23,11 @@ random 80/20 split of DIR's images by file, seeded with 0 (the same split on eve
 Classes, numbered 1..K in the order of: classes.txt; else the box file's (COCO categories by id, VOC names
 sorted); else "class 1".."class K" for the largest id in the masks. Box classes are matched to classes.txt by
 name, and mask pixel c means the c-th class. The labels are taken to be real (tag 'real').
+
+Multi-band tiles: when any image is a TIFF that is not 8-bit grey or RGB, every image must be a TIFF of one band
+count and pixel type; they are read by data.tiff (N bands stay N channels; other dtypes than uint8 are stretched to
+[0, 255] per band, lo and hi measured on a seeded sample of the whole folder, train and test alike; no-data pixels
+become 0), and `channels` is N. An encoder pretrained on tiles of that band count evaluates on them.
 
 Everything but the masks' pixel values is checked when the folder is opened, from image headers and the box
 file, so that a bad file stops the run before training: each problem is one SelfsupError line naming the file.
@@ -44,7 +50,7 @@ from selfsup.errors import SelfsupError
 from .dense import DENSE_BUILTIN, DenseSet, DenseTarget
 from .folder import BadImageError, decode_image, index_images, walk_images
 from .open import existing_folder, held_out_folder
-from .tiff import is_tiff, tiff_header
+from .tiff import TiffImageSet, is_tiff, open_tiffs, tiff_header
 
 TEST_FRACTION, SEED = 0.2, 0  # the split of a folder without train/ and test/
 TOLERANCE = 1.0  # px a box may reach beyond its image before it is an error (it is then clipped)
@@ -66,20 +72,23 @@ class _Part:
     objects: dict[str, list[tuple[str, list[float]]]] | None  # stem -> [(class name, xyxy px)]
     sources: dict[str, str]  # stem -> the box file holding its boxes (the COCO file, or its VOC file)
     names: list[tuple[int, str]]  # the box file's classes as (COCO id or 0, name), to order them
+    tiles: bool = False  # the images are multi-band (or non-8-bit) TIFF tiles, read by data.tiff
 
 
 class FolderDense(DenseSet):
-    """`set[i]` -> (uint8 RGB image (3, H, W), DenseTarget): semantic int64 (H, W) when masks are given, boxes
-    float32 (N, 4) xyxy px and labels int64 (N,) when a box file is; the other fields None.
+    """`set[i]` -> (uint8 image (C, H, W), DenseTarget): C 3 (RGB), or the band count of `tiles` (the images as a
+    TiffImageSet, in the same order) when given; semantic int64 (H, W) when masks are given, boxes float32 (N, 4)
+    xyxy px and labels int64 (N,) when a box file is; the other fields None.
 
     Raises SelfsupError, when item i is read, naming a mask that holds a class id above len(classes) (not 255).
     """
 
     def __init__(self, name: str, classes: list[str], has: tuple[str, ...], native_size: int | None,
                  images: list[str], masks: list[str] | None, boxes: list[np.ndarray] | None,
-                 labels: list[np.ndarray] | None):
-        super().__init__(name=name, tag="real", classes=classes, channels=3, native_size=native_size, has=has)
-        self.paths, self.masks, self.boxes, self.labels = images, masks, boxes, labels
+                 labels: list[np.ndarray] | None, tiles: TiffImageSet | None = None):
+        super().__init__(name=name, tag="real", classes=classes, channels=3 if tiles is None else tiles.channels,
+                         native_size=native_size, has=has)
+        self.paths, self.masks, self.boxes, self.labels, self.tiles = images, masks, boxes, labels, tiles
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -91,6 +100,8 @@ class FolderDense(DenseSet):
         if self.boxes is not None:
             target.boxes = torch.tensor(self.boxes[i])  # (N, 4), a copy: views may move boxes in place
             target.labels = torch.tensor(self.labels[i])  # (N,)
+        if self.tiles is not None:
+            return self.tiles[i][0], target  # (C, H, W)
         return decode_image(self.paths[i]), target  # (3, H, W)
 
 
@@ -109,9 +120,11 @@ def open_dense_folder(spec: str, split: str) -> FolderDense:
     if held_out is not None:
         parts = {"train": _open_part(os.path.join(root, "train")), "test": _open_part(os.path.join(root, held_out))}
         classes = _classes(root, list(parts.values()))
-        return _dense(f"{spec}/{split}", parts[split], sorted(parts[split].images), classes)
+        tiles = _tiles(spec, list(parts.values()))
+        return _dense(f"{spec}/{split}", parts[split], sorted(parts[split].images), classes, tiles)
     part = _open_part(root)
-    return _dense(f"{spec}/{split}", part, random_split(sorted(part.images))[split], _classes(root, [part]))
+    return _dense(f"{spec}/{split}", part, random_split(sorted(part.images))[split], _classes(root, [part]),
+                  _tiles(spec, [part]))
 
 
 def random_split(stems: list[str]) -> dict[str, list[str]]:
@@ -126,7 +139,22 @@ def random_split(stems: list[str]) -> dict[str, list[str]]:
     return {"train": [s for j, s in enumerate(stems) if j not in test], "test": [s for j, s in enumerate(stems) if j in test]}
 
 
-def _dense(name: str, part: _Part, stems: list[str], classes: list[str]) -> FolderDense:
+def _tiles(spec: str, parts: list[_Part]) -> TiffImageSet | None:
+    """Every image of `parts` as one TiffImageSet (so that train and test are stretched alike) when they are tiles;
+    None for 8-bit images. SelfsupError when one part holds tiles and another does not, or the tiles differ in band
+    count or pixel type (open_tiffs)."""
+    if not any(part.tiles for part in parts):
+        return None
+    if not all(part.tiles for part in parts):
+        raise SelfsupError(f"'{spec}' holds multi-band TIFF tiles in {next(p.folder for p in parts if p.tiles)} "
+                           f"but 8-bit images in {next(p.folder for p in parts if not p.tiles)}: keep one kind of "
+                           "image in a folder")
+    paths = [path for part in parts for path in part.images.values()]
+    return open_tiffs(paths, name=f"'{spec}'")
+
+
+def _dense(name: str, part: _Part, stems: list[str], classes: list[str],
+           tiles: TiffImageSet | None = None) -> FolderDense:
     has = (("semantic",) if part.masks is not None else ()) + (("boxes", "labels") if part.objects is not None else ())
     boxes = labels = None
     if part.objects is not None:
@@ -137,8 +165,12 @@ def _dense(name: str, part: _Part, stems: list[str], classes: list[str]) -> Fold
     side = None
     if len(sizes) == 1 and len(set(*sizes)) == 1:  # one square size
         side = next(iter(sizes))[0]
-    return FolderDense(name, classes, has, side, [part.images[s] for s in stems],
-                       None if part.masks is None else [part.masks[s] for s in stems], boxes, labels)
+    paths = [part.images[s] for s in stems]
+    if tiles is not None:  # this split's tiles, in stem order
+        where = {str(path): k for k, path in enumerate(tiles.paths)}
+        tiles = tiles.subset([where[path] for path in paths], name=name)
+    return FolderDense(name, classes, has, side, paths,
+                       None if part.masks is None else [part.masks[s] for s in stems], boxes, labels, tiles)
 
 
 # --- one folder: images, masks, box file ---------------------------------------------------------------------
@@ -150,34 +182,46 @@ def _open_part(folder: str) -> _Part:
     images = _by_stem(images_dir, index_images(images_dir), "image")
     if not images:
         raise SelfsupError(f"'{images_dir}' holds no image files: lay dense data out as {LAYOUT}")
-    _refuse_tiles(images)
+    tiles = _are_tiles(images)
     masks, box_file = _masks(folder, images), _find_box_file(folder)
     if masks is None and box_file is None:
         raise SelfsupError(f"'{folder}' has images but neither masks/ nor a box file: lay dense data out as {LAYOUT}")
-    sizes = _sizes(images)
+    sizes = _tile_sizes(images) if tiles else _sizes(images)
     if masks is not None:
         _check_masks(masks, sizes)
     objects, names, sources = None, [], {}
     if box_file is not None:
         objects, names, sources = (_read_coco if box_file.endswith(".json") else _read_voc)(box_file, images)
         _check_boxes(objects, sizes, images, sources)
-    return _Part(folder, images, sizes, masks, objects, sources, names)
+    return _Part(folder, images, sizes, masks, objects, sources, names, tiles)
 
 
-def _refuse_tiles(images: dict[str, str]) -> None:
-    """A SelfsupError for a TIFF that is not 8-bit grey or RGB: dense folders decode images as 8-bit RGB, which would
-    drop bands and squash 16-bit values without a word (the multi-band reader, data.tiff, serves plain tile folders)."""
+def _are_tiles(images: dict[str, str]) -> bool:
+    """Whether the images are tiles for data.tiff: some TIFF is not 8-bit grey or RGB (decoding it as 8-bit RGB
+    would drop bands and squash 16-bit values without a word). SelfsupError when such tiles sit beside other images,
+    or a TIFF's header cannot be read."""
+    tiles = []
     for path in images.values():
         if not is_tiff(path):
             continue
         try:
             header = tiff_header(path)
-        except BadImageError:
-            continue  # decode_image names the file when it is read
+        except BadImageError as e:
+            raise SelfsupError(str(e)) from None
         if header.bands not in (1, 3) or header.dtype != "uint8":
-            raise SelfsupError(f"'{path}' is a {header.bands}-band {header.dtype} TIFF, and folders of images with "
-                               "masks or boxes read 8-bit grey or RGB images only; save 8-bit RGB images (PNG) for "
-                               "dense evaluation, or pretrain on the tiles as a plain folder of TIFFs")
+            tiles.append((path, header))
+    others = [path for path in images.values() if not is_tiff(path)]
+    if tiles and others:
+        path, header = tiles[0]
+        raise SelfsupError(f"'{path}' is a {header.bands}-band {header.dtype} TIFF beside 8-bit images such as "
+                           f"'{others[0]}': keep one kind of image in a folder (all tiles, or all 8-bit images)")
+    return bool(tiles)
+
+
+def _tile_sizes(images: dict[str, str]) -> dict[str, tuple[int, int]]:
+    """stem -> (W, H) of TIFF tiles, from their headers."""
+    headers = {stem: tiff_header(path) for stem, path in images.items()}
+    return {stem: (h.width, h.height) for stem, h in headers.items()}
 
 
 def _by_stem(root: str, paths: list[str], noun: str) -> dict[str, str]:

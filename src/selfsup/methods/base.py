@@ -52,6 +52,12 @@ class Method(nn.Module):
         return cls(config, data_meta)
 
     @classmethod
+    def as_saved(cls, options: dict[str, Any]) -> dict[str, Any]:
+        """The flat options a user passes, as the method's config holds them once built (a resumed run compares
+        the two): unchanged, unless the method derives some fields from others."""
+        return options
+
+    @classmethod
     def open_data(cls, config: MethodConfig, data: str, seed: int,
                   data_meta: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
         """(training examples: a Dataset whose items are tuples, data_meta). `data_meta` from a checkpoint (a

@@ -99,6 +99,15 @@ class GLCNet(ImageMethod):
         self.local_head = ProjectionHead(D, config.proj_hidden_dim, config.proj_dim)  # g_l on pooled patches
         self.criterion = GLCNetLoss(config.temperature, config.global_weight, config.local_weight)
 
+    @classmethod
+    def as_saved(cls, options: dict) -> dict:
+        """backbone_kwargs given on the command line get the output_stride the built config holds (`dilated`), so
+        that a resume with the same options as the first run is not refused for it."""
+        if not isinstance(options.get("backbone_kwargs"), dict):
+            return options
+        stride = options.get("output_stride", GLCNetConfig.output_stride)
+        return {**options, "backbone_kwargs": {"output_stride": stride, **options["backbone_kwargs"]}}
+
     @staticmethod
     def dilated(config: GLCNetConfig) -> dict:
         """backbone_kwargs with timm's output_stride set (it dilates the last stages), so an exported backbone is

@@ -63,6 +63,7 @@ def train(method_name: str, options: dict[str, Any], out: str | None = None, res
     checkpoint_path, checkpoint = _resume_point(folder, method_name) if resume else (None, None)
     if checkpoint is not None:
         saved = {RENAMED.get(k, k): v for k, v in checkpoint["selfsup"]["method_config"].items()}
+        options = cls.as_saved(options)
         _check_resumable(options, {**checkpoint["selfsup"]["train"], **saved})
         options = {**checkpoint["selfsup"]["train"], **saved, **options}
     elif (folder / LAST).exists() or step_checkpoints(folder):
