@@ -15,7 +15,9 @@ table lists. Each encoder is then scored (selfsup's python entry points, default
 - trees mIoU: the same fine-tuning on 10 % of trees' train crops (14), tree vs ground (both counted); the masks are
   the ellipses inscribed in the real hand-drawn boxes, so the labels are pseudo;
 - rs-change F1 and IoU of the change class: `eval change` (frozen encoder, |f_A - f_B| + light decoder, 300 steps);
-  synthetic change (crowns removed and added) on the real tiles.
+  synthetic change (crowns removed and added) on the real tiles;
+- rs-mosaics at 1 % of the labels (`--finetune --label-fraction 0.01`: 4 mosaics) and with the frozen 1x1-conv probe
+  (`eval segment`, every train mosaic, 20 epochs): the scarce-label and the frozen-feature ends of the same task.
 A row whose method is not registered (yet) is skipped with a printed line. Finished pieces are cached in
 RUNS/NAME/{train,mosaics,trees,change}/result.json: rerun the same command after an interruption (a half-trained
 method resumes from its last checkpoint). A '## Reading' section already in the output file is kept.
@@ -40,7 +42,7 @@ HERE = Path(__file__).parent
 SIZE, BATCH, STEPS = 64, 32, 300
 SHARED = {"data": "trees", **ENCODER, "image_size": SIZE, "batch_size": BATCH, "optimizer": "adamw", "lr": 1e-3,
           "weight_decay": 1e-4, "warmup_fraction": 0.05, "seed": 0, "checkpoint_every": 50}
-LABEL_FRACTION = 0.1
+LABEL_FRACTION, SCARCE_FRACTION = 0.1, 0.01
 # row -> settings beyond the paper's (None: the encoder at random init). SimCLR and BYOL as dense.py runs them.
 PER_METHOD: dict[str, dict | None] = {
     "random": None,
@@ -52,7 +54,8 @@ PER_METHOD: dict[str, dict | None] = {
     "sadlcd": {},
     "rs-multitask": {},
 }
-EVALS = ("mosaics", "trees", "change")
+EVALS = ("mosaics", "trees", "change", "mosaics-1pct", "mosaics-frozen")
+REQUIRED = EVALS[:3]  # a row is listed once these are done (rows cached before the last two existed show '-')
 
 
 def main() -> None:
@@ -94,15 +97,18 @@ def evaluate(key: str, checkpoint: str, out: str, options: dict) -> dict:
     common = {"out": out, "progress": False, **options}
     if key == "change":
         return evaluate_change(checkpoint, "rs-change", **common)
-    data = {"mosaics": "rs-mosaics", "trees": "trees"}[key]
-    result = evaluate_segment(checkpoint, data, finetune=True, label_fraction=LABEL_FRACTION, **common)
+    data = "trees" if key == "trees" else "rs-mosaics"
+    if key == "mosaics-frozen":
+        return {**evaluate_segment(checkpoint, data, **common), "tag": open_dense(data, "test").label_tag("semantic")}
+    fraction = SCARCE_FRACTION if key == "mosaics-1pct" else LABEL_FRACTION
+    result = evaluate_segment(checkpoint, data, finetune=True, label_fraction=fraction, **common)
     return {**result, "tag": open_dense(data, "test").label_tag("semantic")}  # trees: ellipse maps, 'pseudo'
 
 
 def read_row(name: str, folder: Path) -> dict | None:
-    """The row's cached pieces, or None before its three evaluations are all done."""
+    """The row's cached pieces, or None before its REQUIRED evaluations are all done."""
     pieces = {key: folder / key / "result.json" for key in ("train", *EVALS)}
-    if not all(pieces[key].is_file() for key in EVALS):
+    if not all(pieces[key].is_file() for key in REQUIRED):
         return None
     got = {key: json.loads(path.read_text()) for key, path in pieces.items() if path.is_file()}
     trained = got.get("train", {})
@@ -112,12 +118,14 @@ def read_row(name: str, folder: Path) -> dict | None:
             "trees_miou": got["trees"]["miou"], "trees_tree_iou": got["trees"]["iou"]["tree"],
             "trees_tag": got["trees"]["tag"], "change_f1": got["change"]["f1"], "change_iou": got["change"]["iou"],
             "change_tag": got["change"]["tag"],
-            "eval_seconds": round(sum(got[key]["seconds"] for key in EVALS))}
+            "scarce_miou": got["mosaics-1pct"]["miou"] if "mosaics-1pct" in got else None,
+            "frozen_miou": got["mosaics-frozen"]["miou"] if "mosaics-frozen" in got else None,
+            "eval_seconds": round(sum(got[key]["seconds"] for key in EVALS if key in got))}
 
 
 def write_table(rows: list[dict], steps: int, out: Path) -> None:
     shared = ", ".join(f"{k} {v}" for k, v in SHARED.items() if k not in ("data", "checkpoint_every"))
-    tags = {key: rows[0][f"{key}_tag"] if rows else "-" for key in EVALS}
+    tags = {key: rows[0][f"{key}_tag"] if rows else "-" for key in REQUIRED}
     fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
     lines = [
         "# Remote sensing: dense pretraining at one budget",
@@ -133,13 +141,17 @@ def write_table(rows: list[dict], steps: int, out: Path) -> None:
         f"{LABEL_FRACTION:.0%} of the 138 train crops, mIoU of tree and ground on the 32 held-out crops, and the tree "
         "IoU;",
         f"- rs-change ({tags['change']} change on real tiles): frozen encoder, siamese |f_A - f_B| + light decoder, "
-        "300 steps; F1 and IoU of the change class on the 132 test pairs.",
+        "300 steps; F1 and IoU of the change class on the 132 test pairs;",
+        f"- rs-mosaics at {SCARCE_FRACTION:.0%} of the labels (the same fine-tuning on 4 mosaics) and with the frozen "
+        "1x1-conv probe on every train mosaic (20 epochs).",
         "",
         f"| row | rs-mosaics mIoU ({tags['mosaics']}) | trees mIoU ({tags['trees']}) | trees tree IoU | rs-change F1 "
-        f"({tags['change']}) | rs-change IoU | pretrain time (s) | eval time (s) | settings beyond the paper's |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"({tags['change']}) | rs-change IoU | rs-mosaics mIoU, {SCARCE_FRACTION:.0%} labels | rs-mosaics mIoU, "
+        "frozen probe | pretrain time (s) | eval time (s) | settings beyond the paper's |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
         *[f"| {'random init (same encoder)' if r['row'] == 'random' else r['row']} | {fmt(r['mosaics_miou'])} | "
           f"{fmt(r['trees_miou'])} | {fmt(r['trees_tree_iou'])} | {fmt(r['change_f1'])} | {fmt(r['change_iou'])} | "
+          f"{fmt(r['scarce_miou'])} | {fmt(r['frozen_miou'])} | "
           f"{r['train_seconds'] if r['train_seconds'] is not None else '-'} | {r['eval_seconds']} | "
           f"{settings_text(r)} |" for r in rows],
     ]

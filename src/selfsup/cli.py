@@ -163,8 +163,8 @@ def _parser() -> argparse.ArgumentParser:
     for flag in ("--pooling", "--limit", "--test-fraction"):  # refused by _segment: hidden from its help
         segment.add_argument(flag, help=argparse.SUPPRESS)
     segment.add_argument("--data", help="dense data: paste-scenes, paste-scenes-multi, rs-mosaics, trees (crown "
-                                        "ellipses from the real boxes), or a folder with DIR/images/ and DIR/masks/ "
-                                        "[paste-scenes]")
+                                        "ellipses from the real boxes), or a folder with DIR/images/ (images or "
+                                        "multi-band TIFF tiles) and DIR/masks/ [paste-scenes]")
     segment.add_argument("--finetune", action="store_true",
                          help="fine-tune the encoder with an FCN head instead of probing it frozen")
     segment.add_argument("--label-fraction", type=float,
@@ -237,6 +237,9 @@ def _parser() -> argparse.ArgumentParser:
                            help="feature cells a source may lie from the target (square window), or 'none' [3]")
     propagate.add_argument("--grid", type=_radius, default=16,
                            help="cells a side the feature maps are upsampled to when coarser, or 'none' [16]")
+    propagate.add_argument("--stage", type=int, help="propagate the map after this stage (1-4) of the encoder's "
+                                                      "ResNet, image or video [the method's dense features: the "
+                                                      "last map]")
     propagate.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     propagate.add_argument("--out", help="result JSON [RUN/eval/propagate-DATA.json]")
     propagate.set_defaults(run=_propagate)
@@ -543,7 +546,7 @@ def _propagate(args: argparse.Namespace) -> None:
     result = evaluate_propagate(args.checkpoint, data=args.data, random_init=args.random_init, clips=args.clips,
                                 topk=args.topk, temperature=args.temperature, context=args.context,
                                 radius=args.radius, grid=args.grid, seed=args.seed, out=args.out,
-                                progress=args.progress, **_image_options(args))
+                                stage=args.stage, progress=args.progress, **_image_options(args))
     (h, w), (gh, gw) = result["feature_grid"], result["propagation_grid"]
     print(f"propagate J {result['j']:.4f} (copy of the first mask {result['j_copy_first_mask']:.4f}, ground truth on "
           f"the {gh}x{gw} grid {result['j_oracle_at_grid']:.4f}) | {result['encoder']}, {h}x{w} map | {result['data']} "

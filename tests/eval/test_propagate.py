@@ -6,8 +6,16 @@ import torch
 from selfsup.cli import main
 from selfsup.errors import SelfsupError
 from selfsup.eval.features import FrozenEncoder
-from selfsup.eval.propagate import (clip_features, framewise, grid_oracle, jaccard, on_grid, propagate_labels,
-                                    propagate_masks)
+from selfsup.eval.propagate import (
+    StageMap,
+    clip_features,
+    framewise,
+    grid_oracle,
+    jaccard,
+    on_grid,
+    propagate_labels,
+    propagate_masks,
+)
 from tests.video.files import write_tiny_moving_objects
 
 S, T, SIDE = 16, 6, 4  # frame side, frames, side of the square
@@ -154,6 +162,20 @@ def test_cli_propagates_on_moving_objects_for_video_and_frame_wise_image_checkpo
     assert result["feature_grid"] == [2, 2] and result["propagation_grid"] == [16, 16] and result["modality"] == "video"
     assert 0 <= result["j"] <= 1
     assert result["j_oracle_at_grid"] < 1 and result["n_clips"] == 2 and result["tag"] == "synthetic"
+    # an earlier stage of the video ResNet: twice as fine per stage, the time-averaged map of that stage
+    assert main(["eval", "propagate", "--checkpoint", checkpoint, "--stage", "3", "--grid", "none", "--clips", "1",
+                 "--out", str(out), "--no-progress"]) == 0
+    result = json.loads(out.read_text())
+    assert result["feature_grid"] == [4, 4] and result["stage"] == 3 and "stage 3 map" in result["encoder"]
+    from selfsup.checkpoints import load_method
+
+    method, _ = load_method(checkpoint)
+    clips = torch.randn(2, 3, 4, 32, 32)
+    maps = method.backbone.feature_map(clips, 3)
+    assert maps.shape == (2, 16, 1, 4, 4)  # (B, D_3, T_3, 4, 4): stage 3 of width 4 has 4 x 4 channels, 4 frames / 4
+    torch.testing.assert_close(StageMap(method.backbone, 4)(clips), method.dense_features(clips))
+    assert main(["eval", "propagate", "--checkpoint", checkpoint, "--stage", "5"]) == 1
+    assert "--stage must be 1, 2, 3 or 4" in capsys.readouterr().err
 
     # an image method, frame by frame: propagation and the clip-label probe
     frames = tmp_path / "frames"
@@ -174,6 +196,11 @@ def test_cli_propagates_on_moving_objects_for_video_and_frame_wise_image_checkpo
     assert result["feature_grid"] == result["propagation_grid"] == [4, 4] and result["n_clips"] == 1
     assert result["radius"] is None and result["grid"] is None
     assert result["random_init"] and result["modality"] == "image"
+    assert main(["eval", "propagate", "--checkpoint", checkpoint, "--clips", "1", "--stage", "3", "--grid", "none",
+                 "--out", str(out), "--no-progress"]) == 0
+    assert json.loads(out.read_text())["feature_grid"] == [8, 8]  # the small stem's stage 3 at 32 px
+    assert main(["eval", "propagate", "--checkpoint", "pixels", "--stage", "3", "--clips", "1"]) == 1
+    assert "has no network stages" in capsys.readouterr().err
     assert main(["eval", "linear", "--checkpoint", checkpoint, "--data", "moving-objects-motion", "--out",
                  str(out)]) == 0
     result = json.loads(out.read_text())

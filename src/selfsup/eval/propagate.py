@@ -4,7 +4,8 @@ segmentation without training), and the frame-wise use of an image encoder on cl
 Protocol (Jabri et al., "Space-Time Correspondence as a Contrastive Random Walk", NeurIPS 2020, and DINO's DAVIS
 evaluation, Caron et al. 2021, `eval_video_segmentation.py`), on the test clips of `moving-objects` (synthetic
 labels: the moving object's mask in every frame):
-- per-frame features f_t (D, h, w) (see `clip_features` for how each kind of encoder gives them), upsampled
+- per-frame features f_t (D, h, w) (see `clip_features` for how each kind of encoder gives them; with `stage` the
+  map after that stage of a ResNet backbone, image or video, instead of the method's dense features), upsampled
   bilinearly to a `grid` x `grid` map when coarser (every encoder alike; default 16, a quarter of moving-objects'
   64 px side: a ConST-CL map at 64 px is 4 x 4, on which a 20-28 px object covers about one cell and the first mask
   cannot even be drawn), then L2-normalised at every location;
@@ -26,6 +27,7 @@ reach at best).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
@@ -38,6 +40,9 @@ from tqdm import tqdm
 
 from selfsup.errors import SelfsupError
 from selfsup.eval.features import FEATURE_BASELINES, FrozenEncoder, checkpoint_modality, frozen_encoder
+from selfsup.methods import Method
+from selfsup.nn import stage_features
+from selfsup.nn.video import VideoResNet
 
 DATA = ("moving-objects", "moving-objects-motion")  # the same clips: propagation reads their masks, not labels
 TOPK, TEMPERATURE, CONTEXT, RADIUS, GRID = 5, 0.07, 3, 3, 16
@@ -141,6 +146,33 @@ def clip_features(encoder: FrozenEncoder, clip: torch.Tensor, chunk: int = 8) ->
                       for i in range(0, T, chunk)])
 
 
+class StageMap:
+    """A backbone's map after stage `stage` (1-4 of a ResNet): images (B, C, S, S) -> (B, D_s, h_s, w_s); clips
+    (B, 3, T, S, S) of a VideoResNet -> the map averaged over time, as ConST-CL's dense features are."""
+
+    def __init__(self, backbone: torch.nn.Module, stage: int):
+        self.backbone, self.stage = backbone, stage
+
+    def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
+        if isinstance(self.backbone, VideoResNet):
+            return self.backbone.feature_map(inputs, self.stage).mean(dim=2)
+        return stage_features(self.backbone, inputs)[self.stage - 1]
+
+
+def at_stage(encoder: FrozenEncoder, stage: int | None) -> FrozenEncoder:
+    """`encoder` whose dense features are its backbone's map after `stage` (None: unchanged). SelfsupError for a
+    stage outside 1-4 or an encoder without a backbone ('pixels')."""
+    if stage is None:
+        return encoder
+    if not 1 <= stage <= 4:
+        raise SelfsupError(f"--stage must be 1, 2, 3 or 4 (a ResNet's stages; 4 is the last map), got {stage}")
+    if encoder.module is None:
+        raise SelfsupError(f"{encoder.description} has no network stages; drop --stage")
+    backbone = encoder.module.encoder() if isinstance(encoder.module, Method) else encoder.module
+    return dataclasses.replace(encoder, dense=StageMap(backbone, stage), description=f"{encoder.description}, "
+                                                                                      f"stage {stage} map")
+
+
 class FramewiseBatch:
     """An image encoder's `batch` made to take clips: uint8 clips (T, H, W, 3) -> ((B F, C, S, S) images, F), the
     F = FRAMEWISE_FRAMES frames at stride FRAMEWISE_STRIDE from the middle of each clip (picklable for workers)."""
@@ -181,12 +213,13 @@ def framewise(encoder: FrozenEncoder) -> FrozenEncoder:
 def evaluate_propagate(checkpoint: str, data: str | None = None, random_init: bool = False,
                        clips: int | None = None, topk: int = TOPK, temperature: float = TEMPERATURE,
                        context: int = CONTEXT, radius: int | None = RADIUS, grid: int | None = GRID, seed: int = 0,
-                       out: str | None = None,
+                       out: str | None = None, stage: int | None = None,
                        progress: bool = True, return_masks: bool = False, **image_options: Any) -> dict[str, Any]:
     """J of first-frame mask propagation (see the module) by `checkpoint`'s frozen encoder - a video or image
     method's .ckpt (random_init: its network with fresh weights), or 'pixels' / 'random' (image baselines, at the
     frame's own side unless image_size is given) - on the first `clips` test clips of `data` [moving-objects: all
-    100]. Writes the result JSON (RUN/eval/propagate-DATA.json by default) and returns it; return_masks adds
+    100]; `stage`: propagate the map after that stage of the encoder's ResNet backbone (at_stage; None: the
+    method's dense features, the last map). Writes the result JSON (RUN/eval/propagate-DATA.json by default) and returns it; return_masks adds
     "masks": (clip index, predicted bool (T, S, S), truth bool (T, S, S)) of the first 4 clips, for figures.
     Raises SelfsupError for other data, a modality other than image or video, an encoder without dense features,
     clips < 1, grid < 1, or image options given to a checkpoint file."""
@@ -215,7 +248,7 @@ def evaluate_propagate(checkpoint: str, data: str | None = None, random_init: bo
     if checkpoint in FEATURE_BASELINES:
         given.setdefault("image_size", test.frames.shape[-2])  # the frame's own side, not ImageNet's 224
     torch.manual_seed(seed)  # a random-init network is seeded
-    encoder = frozen_encoder(checkpoint, random_init, **given)
+    encoder = at_stage(frozen_encoder(checkpoint, random_init, **given), stage)
     if encoder.module is not None:
         encoder.module.eval()
     scores, copies, oracles, shown, native, cells = [], [], [], [], None, None
@@ -239,7 +272,7 @@ def evaluate_propagate(checkpoint: str, data: str | None = None, random_init: bo
               "encoder": encoder.description, "checkpoint": checkpoint, "random_init": random_init,
               "modality": modality, "data": data, "tag": "synthetic", "n_clips": n, "frames": int(test.masks.shape[1]),
               "topk": topk, "temperature": temperature, "context": context, "radius": radius, "grid": grid,
-              "seed": seed,
+              "stage": stage, "seed": seed,
               "seconds": round(time.time() - start, 1)}
     path = Path(out) if out else _default_out("propagate", checkpoint, data, random_init,
                                               given.get("backbone"), seed=seed)

@@ -64,10 +64,13 @@ class VideoResNet(resnet.VideoResNet):
             self.inplanes = self._width
         return super()._make_layer(block, conv_builder, planes, blocks, stride)
 
-    def feature_map(self, clips: torch.Tensor) -> torch.Tensor:
-        """(B, 3, T, H, W) -> (B, D, T', H', W'), the last stage's map before pooling."""
+    def feature_map(self, clips: torch.Tensor, stage: int = 4) -> torch.Tensor:
+        """(B, 3, T, H, W) -> (B, D_s, T_s, H_s, W_s), the map after stage `stage` (1-4; 4: the last, before
+        pooling; each stage before the last is twice as fine in space)."""
         x = self.stem(clips)
-        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        for layer in (self.layer1, self.layer2, self.layer3, self.layer4)[:stage]:
+            x = layer(x)
+        return x
 
     def forward(self, clips: torch.Tensor) -> torch.Tensor:
         """(B, 3, T, H, W) -> (B, D) the map averaged over time and space."""
