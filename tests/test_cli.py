@@ -1,6 +1,7 @@
 """The `selfsup` command end to end on tiny runs (digits, 8x8), and every bad input's message."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -41,6 +42,20 @@ def write_images(folder, n, size=12, seed=0):
 def test_methods_lists_simclr(capsys):
     code, out, _ = run(capsys, "methods")
     assert code == 0 and "simclr" in out and "ICML 2020" in out and "resnet18" in out
+
+
+def test_methods_name_lists_every_option_with_its_default_and_comment(capsys):
+    from selfsup.methods import make_config
+
+    code, out, _ = run(capsys, "methods", "glcnet")
+    lines = out.splitlines()
+    assert code == 0 and lines[0].startswith("glcnet ") and "simclr" not in out
+    options = {line.split(" = ")[0].strip(): line for line in lines if re.match(r"  \w+ = ", line)}
+    assert set(options) == set(vars(make_config("glcnet")))  # every field --set takes, nothing else
+    assert "temperature = 0.5" in options["temperature"] and "τ of both NT-Xent losses" in options["temperature"]
+    assert "lr = 0.001" in options["lr"]  # the method's own default, not MethodConfig's 0.3
+    code, _, err = run(capsys, "methods", "glcnett")
+    assert code == 1 and "did you mean glcnet" in err
 
 
 def test_run_folder_holds_config_logs_and_checkpoint(trained):

@@ -105,7 +105,10 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="selfsup", description="Self-supervised pretraining, evaluation and export.")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    commands.add_parser("methods", help="list the registered methods").set_defaults(run=_methods)
+    methods = commands.add_parser("methods", help="list the registered methods, or one method's options")
+    methods.add_argument("name", nargs="?", help="a method: its paper, deviations and every option --set takes, "
+                                                 "with its default")
+    methods.set_defaults(run=_methods)
 
     train = commands.add_parser("train", help="pretrain an encoder without labels")
     train.add_argument("method", help="method name (see `selfsup methods`)")
@@ -346,6 +349,12 @@ def _parser() -> argparse.ArgumentParser:
     tokenizer.add_argument("--codes", type=int, help="codebook size K [512]")
     tokenizer.add_argument("--patch", type=int, help="pixels per code side, a power of 2 (ViT patch) [16]")
     tokenizer.add_argument("--width", type=int, help="channels of the deepest convolutions [64]")
+    tokenizer.add_argument("--encoder", choices=("patch", "conv"),
+                           help="patch: each code from its own patch's pixels; conv: the whole page through the "
+                                "convolutions [patch]")
+    tokenizer.add_argument("--checkpoint-every", type=int, default=200,
+                           help="steps between saves of OUT/tokenizer_state.ckpt, which a rerun with the same --out "
+                                "continues from exactly (also saved at the end and on Ctrl-C/SIGTERM) [200]")
     tokenizer.add_argument("--seed", type=int, default=0)
     tokenizer.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     tokenizer.set_defaults(run=_train_tokenizer)
@@ -411,13 +420,25 @@ def _yaml_mapping(text: str) -> dict:
 
 
 def _methods(args: argparse.Namespace) -> None:
-    from selfsup.methods import catalog  # read from the method files: nothing heavy is imported
+    from selfsup.methods import catalog, method_class  # read from the method files: nothing heavy is imported
+    from selfsup.methods.registry import config_options
 
-    for name, info in sorted(catalog().items()):
+    every = catalog()
+    if args.name is not None and args.name not in every:
+        method_class(args.name)  # raises, naming the methods that come close
+    for name, info in sorted(every.items()):
+        if args.name not in (None, name):
+            continue
         default = f"default backbone {info['backbone']}" if info["backbone"] else f"default data {info['data']}"
         print(f"{name:12s} {info['paper']}; {info['modality']}, {default}")
         if info["deviations"]:
             print(f"{'':12s} differs from the paper: {info['deviations']}")
+    if args.name is not None:
+        options = config_options(args.name)
+        width = max(len(f"{key} = {value}") for key, value, _ in options)
+        print(f"options (selfsup train {args.name} --set KEY=VALUE; the run's own flags: selfsup train --help):")
+        for key, value, comment in options:
+            print(f"  {f'{key} = {value}':{width}s}  {comment}".rstrip())
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -612,7 +633,8 @@ def _train_tokenizer(args: argparse.Namespace) -> None:
     from selfsup.document import train_tokenizer
 
     r = train_tokenizer(args.data, args.out, max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr,
-                        seed=args.seed, progress=args.progress, codes=args.codes, patch=args.patch, width=args.width)
+                        seed=args.seed, progress=args.progress, codes=args.codes, patch=args.patch, width=args.width,
+                        encoder=args.encoder, checkpoint_every=args.checkpoint_every)
     print(f"train-tokenizer recon MSE {r['recon']:.5f} (test pages {r['shown_recon_mse']:.5f}), {r['codes_used']}/"
           f"{r['codes']} codes used on all pages, perplexity of their frequencies {r['code_perplexity']:.1f}, "
           f"{r['blank_codes']} codes on blank patches, {r['grid']} codes per page | {r['data']} "

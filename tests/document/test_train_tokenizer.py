@@ -4,6 +4,8 @@ page codes computed once per tokenizer."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 
 import numpy as np
 import pytest
@@ -96,3 +98,99 @@ def test_a_checkpoint_from_before_the_encoder_option_loads_its_whole_page_encode
     x = torch.rand(1, 1, 16, 16)
     assert load_tokenizer(tmp_path / "old.ckpt").config.encoder == "conv"
     assert torch.equal(load_tokenizer(tmp_path / "old.ckpt").encode(x), model.eval().encode(x))
+
+
+@pytest.fixture
+def image_pages(tmp_path):
+    """Six 224 px page images (dark bars of 'text' on white): no PDF to render, so runs start at once."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(6):
+        page = np.full((224, 224), 255, dtype=np.uint8)
+        for y in range(20, 200, 12):
+            page[y:y + 5, 16:16 + int(rng.integers(40, 190))] = 0
+        Image.fromarray(page).save(folder / f"page{i}.png")
+    return folder
+
+
+def _tiny(folder, out, steps, *extra):
+    """train-tokenizer's arguments for a tiny run of `steps` (None: no --max-steps)."""
+    length = ["--max-steps", str(steps)] if steps else []
+    return ["train-tokenizer", "--data", str(folder), "--out", str(out), *length, "--codes", "16", "--width", "8",
+            "--batch-size", "2", "--no-progress", *extra]
+
+
+_AFTER_STEP = VQVAE.after_step
+
+
+def _at_step(monkeypatch, step, action):
+    """Run `action` right after the tokenizer's `step`-th after_step (its restarts done, the step complete)."""
+    def after_step(self):
+        _AFTER_STEP(self)
+        if int(self.step) == step:
+            action()
+    monkeypatch.setattr(VQVAE, "after_step", after_step)
+
+
+def test_train_tokenizer_resumes_exactly(image_pages, tmp_path, capsys, monkeypatch):
+    # codes unused for one step restart on encoder outputs drawn from torch's global generator: a resume that did not
+    # restore that generator (or the batch sampler's, or Adam's moments) would end on other weights
+    monkeypatch.setattr(VQVAE, "RESTART_AFTER", 1)
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    assert main(_tiny(image_pages, whole, 8)) == 0
+    assert main(_tiny(image_pages, parts, 3)) == 0  # a finished shorter run, extended below
+    capsys.readouterr()
+
+    def crash():
+        raise RuntimeError("power cut")
+    _at_step(monkeypatch, 6, crash)  # dies in step 6: the state saved after step 4 (every 2 steps) is what is left
+    with pytest.raises(RuntimeError, match="power cut"):
+        main(_tiny(image_pages, parts, 8, "--checkpoint-every", "2"))
+    assert "resuming train-tokenizer from step 3 of" in capsys.readouterr().out
+    _at_step(monkeypatch, 6, lambda: os.kill(os.getpid(), signal.SIGTERM))  # stops after step 6, saving it
+    assert main(_tiny(image_pages, parts, 8, "--checkpoint-every", "2")) == 143
+    captured = capsys.readouterr()
+    assert "resuming train-tokenizer from step 4 of" in captured.out
+    assert "stopped by SIGTERM after step 6 of 8" in captured.err and captured.err.count("\n") == 1
+    monkeypatch.setattr(VQVAE, "after_step", _AFTER_STEP)
+    assert main(_tiny(image_pages, parts, None)) == 0  # without --max-steps: the saved run's 8
+    assert "resuming train-tokenizer from step 6 of" in capsys.readouterr().out
+
+    a = torch.load(whole / CHECKPOINT, weights_only=True)["state_dict"]
+    b = torch.load(parts / CHECKPOINT, weights_only=True)["state_dict"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert int(a["step"]) == 8 and not torch.equal(a["last_used"], torch.full_like(a["last_used"], 8))  # restarts ran
+    summaries = [json.loads((o / "tokenizer.json").read_text()) for o in (whole, parts)]
+    for s in summaries:
+        del s["seconds"], s["checkpoint"], s["reconstructions"]
+    assert summaries[0] == summaries[1]  # the loss history too: its first step and last-50 means
+    assert (np.asarray(Image.open(whole / GRID)) == np.asarray(Image.open(parts / GRID))).all()
+
+
+def test_train_tokenizer_refuses_to_resume_with_other_options(image_pages, tmp_path, capsys):
+    out = tmp_path / "tok"
+    assert main(_tiny(image_pages, out, 2)) == 0
+    capsys.readouterr()
+    for extra, says in ((["--lr", "0.01"], "with --lr 0.01: the run was made with --lr 0.001; pass --lr 0.001"),
+                        (["--encoder", "conv"], "with --encoder conv: the run was made with --encoder patch; pass "
+                                                "--encoder patch to continue it, or a new --out"),
+                        (["--seed", "1"], "the run was made with --seed 0")):
+        assert main(_tiny(image_pages, out, 4, *extra)) == 1
+        err = capsys.readouterr().err
+        assert says in err and err.count("\n") == 1
+    assert main(_tiny(image_pages, out, 1)) == 1
+    assert "--max-steps 1: its state is at step 2; pass --max-steps 2 or more" in capsys.readouterr().err
+    Image.fromarray(np.zeros((224, 224), dtype=np.uint8)).save(image_pages / "page9.png")
+    assert main(_tiny(image_pages, out, 4)) == 1
+    assert "changed since the run began (6 pages then, 7 now" in capsys.readouterr().err
+
+
+def test_train_tokenizer_encoder_flag_reaches_the_tokenizer(image_pages, tmp_path, capsys):
+    out = tmp_path / "conv"
+    assert main(_tiny(image_pages, out, 1, "--encoder", "conv")) == 0
+    assert json.loads((out / "tokenizer.json").read_text())["encoder"] == "conv"
+    assert load_tokenizer(out / CHECKPOINT).config.encoder == "conv"
+    with pytest.raises(SystemExit):  # argparse's choices
+        main(_tiny(image_pages, tmp_path / "x", 1, "--encoder", "pixels"))
+    assert "invalid choice: 'pixels'" in capsys.readouterr().err

@@ -13,7 +13,7 @@ The network is HF transformers' BeitForMaskedImageModeling built from a BeitConf
 """
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -30,7 +30,7 @@ from selfsup.methods.base import ImageMethod, Method, MethodConfig
 from selfsup.methods.registry import register
 from selfsup.nn.vit import patchify
 from selfsup.views.block_masking import block_masking
-from selfsup.views.eval import EvalTransform
+from selfsup.views.eval import EvalTransform, normalization_for
 
 PAPER = "Li et al., DiT: Self-supervised Pre-training for Document Image Transformer, ACM MM 2022"
 NETWORK = ("a BEiT of 4 layers, width 192, 3 heads, MLP 768 (1.8M parameters), sized for a CPU (paper: DiT-B, "
@@ -183,9 +183,27 @@ class DiT(ImageMethod):
             accuracy = (logits.argmax(1) == codes[mask]).float().mean()
         return {"loss": loss, "accuracy": accuracy}
 
-    def embed(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 1, S, S) -> (B, D): the mean of the final patch states (or [CLS]'s, pooling=cls)."""
+    def embed(self, images: "torch.Tensor | MonitorPages") -> torch.Tensor:
+        """(B, 1, S, S) -> (B, D): the mean of the final patch states (or [CLS]'s, pooling=cls). For the collapse
+        monitor's MonitorPages (`monitor_batch`): those features minus the same of a blank (white) page."""
+        if isinstance(images, MonitorPages):
+            pages = images.pages  # (B, 1, S, S)
+            mean, std = normalization_for(pages.shape[1])
+            white = torch.tensor([(1 - m) / s for m, s in zip(mean, std)], dtype=pages.dtype, device=pages.device)
+            blank = white.view(1, -1, 1, 1).expand_as(pages[:1])  # (1, 1, S, S): a page of 255s, normalised
+            z = self.finetune_encoder()(torch.cat([pages, blank]))  # (B + 1, D)
+            return z[:-1] - z[-1:]  # (B, D)
         return self.finetune_encoder()(images)
+
+    def monitor_batch(self, batch: list[torch.Tensor]) -> "MonitorPages":
+        """A training batch [x, mask, ...] -> MonitorPages(x): the monitor (train/monitor.py) sees each page's
+        features minus those of a blank page. Most of a page is white margin, whose patch states are the same on
+        every page, so the pooled states of all pages share one large component: std·√D of their normalised features
+        is ~0.03 (floor 0.1) on doc-pages for a trained network and for a random init alike, a false "collapsed"
+        at every run's first figure. The blank page's features are a constant of the network, so the difference
+        keeps what the page adds, and a network whose states no longer depend on the page still gives 0 for all
+        pages: collapsed. Probes keep `embed` of plain pages (the exported encoder's mean-pooled states)."""
+        return MonitorPages(super().monitor_batch(batch))
 
     def finetune_encoder(self) -> nn.Module:
         return PooledBeit(self.backbone, self.config.pooling)
@@ -217,6 +235,13 @@ class DiTPixel(DiT):
         pred = self.predict_masked(x, mask)  # (M, p·p)
         target = normalize_patches(patchify(x, self.patch))[mask]  # (M, p·p): each patch minus its mean, / its std
         return {"loss": F.mse_loss(pred, target)}
+
+
+class MonitorPages(NamedTuple):
+    """Pages (B, 1, S, S) that `DiT.embed` embeds relative to a blank page: what `DiT.monitor_batch` gives the
+    collapse monitor."""
+
+    pages: torch.Tensor
 
 
 class PooledBeit(nn.Module):

@@ -135,6 +135,29 @@ def method_class(name: str) -> type:
 RENAMED = {"base_momentum": "ema_base", "key_momentum": "ema_rate", "bank_momentum": "ema_bank"}
 
 
+def config_options(name: str) -> list[tuple[str, Any, str]]:
+    """(field, default, the comment on its line in the config class's source, "" when none) of every field of
+    `name`'s config, the method's own first, then those of its bases (the optimiser's last): what `--set KEY=VALUE`
+    takes. SelfsupError for an unknown name (method_class)."""
+    import inspect
+
+    config_class = method_class(name).config_class
+    comments: dict[str, str] = {}
+    for cls in config_class.__mro__:
+        if not dataclasses.is_dataclass(cls):
+            continue
+        for line in inspect.getsource(cls).splitlines():
+            field, colon, rest = line.strip().partition(":")
+            if colon and field.isidentifier() and " # " in f" {rest}":
+                comments.setdefault(field, rest.partition("#")[2].strip())
+    names = {f.name for f in dataclasses.fields(config_class)}
+    listed: list[str] = []  # each field under the first class in the MRO that declares it, in declaration order
+    for cls in config_class.__mro__:
+        listed += [n for n in vars(cls).get("__annotations__", {}) if n in names and n not in listed]
+    defaults = config_class()
+    return [(n, getattr(defaults, n), comments.get(n, "")) for n in listed]
+
+
 def make_config(name: str, **overrides: Any):
     """The method's config dataclass with the paper's defaults, then `overrides` applied."""
     config_class = method_class(name).config_class
