@@ -331,7 +331,11 @@ def _parser() -> argparse.ArgumentParser:
 
     export = commands.add_parser("export", help="write the encoder: an image backbone as safetensors or ONNX + a JSON "
                                                 "sidecar, a text or audio model as a Hugging Face folder")
-    export.add_argument("--checkpoint", required=True)
+    export.add_argument("--checkpoint", required=True,
+                        help="a .ckpt of `selfsup train` (RUN/checkpoints/last.ckpt); what is written is the encoder "
+                             "(the backbone, or the teacher where the method evaluates with it), without what only "
+                             "pretraining used: heads, decoders, necks (glcnet's DeepLabv3+ decoder, sadlcd's FPN, "
+                             "rs-multitask's U-Net decoder)")
     export.add_argument("--out", required=True, help="FILE.safetensors or FILE.onnx (images), FOLDER (text, audio)")
     export.add_argument("--format", choices=["safetensors", "onnx"],
                         help="onnx: an image encoder as ONNX with a dynamic batch axis [from --out: .onnx is onnx; "

@@ -89,7 +89,8 @@ def test_path_errors(tmp_path, make_image):
     expect_error(lambda: open_unlabeled(str(image)), "is a file, not a folder")
     (tmp_path / "empty" / "deep").mkdir(parents=True)
     (tmp_path / "empty" / "notes.txt").write_text("hi")
-    expect_error(lambda: open_unlabeled(str(tmp_path / "empty")), "contains no image files", ".png", ".jpg", ".webp")
+    expect_error(lambda: open_unlabeled(str(tmp_path / "empty")), "contains no image files nor PDFs", ".png", ".jpg",
+                 ".webp", ".pdf")
 
 
 def test_labeled_layout_errors(tmp_path, make_image):

@@ -50,7 +50,8 @@ def open_unlabeled(spec: str | os.PathLike) -> ImageSet:
     if not paths:
         tars = any(name.endswith(".tar") for name in os.listdir(root))
         hint = f"; for the tar shards in it pass shards:{spec}" if tars else ""
-        raise SelfsupError(f"'{spec}' contains {_NO_IMAGES}: pass a folder of images or a built-in name{hint}")
+        raise SelfsupError(f"'{spec}' contains no image files nor PDFs (read: {' '.join(IMAGE_EXTENSIONS)} "
+                           f".pdf): pass a folder of images or PDFs, or a built-in name{hint}")
     if tiff_folder(paths):
         return open_tiffs(paths, name=spec, root=root)
     return FolderImageSet(paths, name=spec, root=root)
