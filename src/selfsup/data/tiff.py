@@ -11,8 +11,9 @@ C the number of bands kept (all, or those `--bands` picks):
 - large tiles: for training at side S, a tile whose shorter side is at least WINDOW_FACTOR * S is cut into random
   S x S windows, floor(H / S) * floor(W / S) of them per epoch, each read on its own (a memory map of an uncompressed
   tile, so only the window's pages are read; a compressed tile is decoded whole, the last one kept per process), so
-  memory grows with the batch, not with the tiles. Smaller tiles are served whole (the views' random resized crop
-  then sizes them).
+  memory grows with the batch, not with the tiles; the index of windows costs 32 bytes a window (their paths refer
+  to one str per tile; benchmarks/results/rs_memory.md measures it). Smaller tiles are served whole (the views'
+  random resized crop then sizes them).
 - no data: pixels equal to the file's GDAL_NODATA value (TIFF tag 42113, as GDAL writes it) are left out of the
   stretch and the band statistics and become 0, as NaN does.
 
@@ -197,7 +198,15 @@ class TiffImageSet(FolderImageSet):
                  root: str | None, sizes: np.ndarray, headers: dict[str, TiffHeader], count: int, dtype: str,
                  rgb: bool, stretch: list[list[float]] | None, index: Sequence[int] | None = None,
                  window: int | None = None, whole: TiffImageSet | None = None) -> None:
-        super().__init__(paths, labels, classes, name, None, root)
+        # Windows: every sample of a tile refers to the tile's one path str (an object array: 8 bytes a sample), where
+        # a str array would copy it (4 bytes a character): the index of 2,048 tiles' 2 million 64 px windows takes
+        # 60 MB, not 375 (benchmarks/rs_memory.py). Forked workers that read it write only those strings' refcounts.
+        shared = isinstance(paths, np.ndarray) and paths.dtype == object
+        super().__init__([] if shared else paths, None if shared else labels, classes, name, None, root)
+        if shared:
+            self.paths = paths
+            self.labels = torch.full((len(paths),), -1, dtype=torch.int64) if labels is None else \
+                torch.as_tensor(labels, dtype=torch.int64)
         self.sizes = np.asarray(sizes, dtype=np.int64).reshape(-1, 2)
         self.headers, self.count, self.dtype = headers, count, dtype
         self.index = tuple(range(count)) if index is None else tuple(index)
@@ -246,7 +255,8 @@ class TiffImageSet(FolderImageSet):
 
     def _copy(self, keep: np.ndarray | None = None, **changes: Any) -> TiffImageSet:
         keep = np.arange(len(self.paths)) if keep is None else np.asarray(keep, dtype=np.int64)
-        fields = {"paths": self.paths[keep], "labels": self.labels[keep], "classes": self.classes, "name": self.name,
+        paths = changes.pop("paths") if "paths" in changes else self.paths[keep]
+        fields = {"paths": paths, "labels": self.labels[keep], "classes": self.classes, "name": self.name,
                   "root": self.root, "sizes": self.sizes[keep], "headers": self.headers, "count": self.count,
                   "dtype": self.dtype, "rgb": self.files_rgb, "stretch": self.stretch, "index": self.index,
                   "window": self.window, "whole": self.whole}
@@ -272,12 +282,14 @@ class TiffImageSet(FolderImageSet):
 
     def windows(self, side: int) -> TiffImageSet:
         """The set for training at side `side`: every tile of shorter side >= WINDOW_FACTOR * side gives
-        floor(H / side) * floor(W / side) samples, each a random side x side window; smaller tiles one whole sample."""
+        floor(H / side) * floor(W / side) samples, each a random side x side window; smaller tiles one whole sample.
+        Its `paths` is an object array: a tile's samples share its path str."""
         whole = self.whole or self
         big = whole.sizes.min(axis=1) >= WINDOW_FACTOR * side
         per_tile = np.where(big, (whole.sizes[:, 0] // side) * (whole.sizes[:, 1] // side), 1)
         keep = np.repeat(np.arange(len(whole.paths)), per_tile)
-        return whole._copy(keep, window=side, whole=whole, index=self.index)
+        tiles = np.array([str(p) for p in whole.paths], dtype=object)  # (K,) one str per tile
+        return whole._copy(keep, paths=tiles[keep], window=side, whole=whole, index=self.index)
 
     def band_meta(self) -> dict[str, Any]:
         """What a run stores about the bands (data_meta["bands"]): index (0-based bands kept), count (bands per file),
@@ -378,10 +390,10 @@ def _header_or_none(path: str) -> TiffHeader | None:
 def measure_stretch(images: TiffImageSet) -> list[list[float]]:
     """[lo, hi] per file band: its STRETCH_PERCENTILES over a seeded sample of the set's pixels (NaN ignored);
     hi = lo + 1 for a constant band."""
-    samples = sample_windows(images, range(images.count))
-    pixels = np.concatenate([s.reshape(images.count, -1).astype(np.float64) for s in samples], axis=1)
+    samples = sample_windows(images, range(images.count))  # [(C, h, w)] in the files' dtype
     stretch = []
-    for band in pixels:
+    for c in range(images.count):  # one band of the sample at a time in float64, not all of them
+        band = np.concatenate([s[c].ravel() for s in samples]).astype(np.float64)
         lo, hi = (float(v) for v in np.nanpercentile(band, STRETCH_PERCENTILES)) if np.isfinite(band).any() else (0, 1)
         stretch.append([lo, hi if hi > lo else lo + 1.0])
     return stretch
