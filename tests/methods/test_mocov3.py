@@ -160,8 +160,10 @@ def test_trains_on_an_image_folder(tmp_path):
 @pytest.mark.slow
 def test_mocov3_resnet_beats_random_init_on_fashion_mnist(tmp_path):
     # momentum 0.9 -> 1: at the paper's 0.99 the keys of a 150-step run trail the queries too far (kNN 0.648, below
-    # random init 0.655); CPU-sized heads; τ 0.2 as for ViTs; milder crops as in the SimCLR test.
+    # random init 0.655); CPU-sized heads; τ 0.2 as for ViTs; milder crops as in the SimCLR test. 200 steps: at 150
+    # the margin was +0.021 at 1 thread and +0.0185 at 2 (failed); at 200 it is +0.066 at 1 thread, +0.065 at 2
+    # (0.721 / 0.720 against 0.655, measured 2026-12-01)
     random_init, pretrained = knn_before_and_after("mocov3", tmp_path, temperature=0.2, proj_hidden_dim=512,
                                                    pred_hidden_dim=512, proj_dim=128, crop_min_scale=0.4,
-                                                   ema_base=0.9)
-    assert pretrained > random_init + 0.02
+                                                   ema_base=0.9, max_steps=200)
+    assert pretrained > random_init + 0.03
