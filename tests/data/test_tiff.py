@@ -115,6 +115,24 @@ def test_a_tile_without_the_nodata_tag_keeps_every_value(tmp_path):
     assert (images[0][0].numpy()[:, :12] == 255).all()  # 65535 is a value here: the top of the stretch
 
 
+def test_a_nodata_tag_that_is_not_a_number_is_one_warning_per_file_not_tifffiles_every_read(tmp_path, capsys,
+                                                                                              monkeypatch):
+    from selfsup.data import tiff
+
+    monkeypatch.setattr(tiff, "_WARNED", set())
+    paths = [str(write(tmp_path / f"{i}.tif", bands(2, 24, 24, dtype=np.uint16), "planar",
+                       extratags=[(42113, "s", 0, "garbage", True)])) for i in range(5)]
+    images = open_tiffs(paths)
+    for i in range(5):
+        images[i]
+        tiff_header(paths[i])
+    err = capsys.readouterr().err
+    assert tiff_header(paths[0]).nodata is None and "parsing GDAL_NODATA" not in err
+    named = [line for line in err.splitlines() if "is not a number ('garbage')" in line]
+    assert len(named) == tiff.NAMED_WARNINGS and len(err.splitlines()) == len(named)
+    assert named[-1].endswith("further files with such a tag are not named")
+
+
 def test_held_out_tiles_use_the_train_tiles_stretch(tmp_path):
     for split, seed in (("train", 0), ("test", 1)):
         for c in ("a", "b"):

@@ -23,6 +23,8 @@ seeded sample; a run stores them in its data_meta, and its views, evaluation and
 
 from __future__ import annotations
 
+import logging
+import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -83,7 +85,7 @@ def tiff_header(path: str) -> TiffHeader:
             series = tif.series[0]
             shape, axes, dtype = tuple(series.shape), series.axes, np.dtype(series.dtype)
             rgb = tif.pages[0].photometric == tifffile.PHOTOMETRIC.RGB
-            nodata = _nodata(tif.pages[0].tags.get(GDAL_NODATA))
+            nodata = _nodata(tif.pages[0].tags.get(GDAL_NODATA), path)
             mappable = series.dataoffset is not None
             # one page per band, written page by page: as many 2-D series of one shape and dtype
             pages = len(tif.series) > 1 and len(shape) == 2 and all(
@@ -163,13 +165,34 @@ def without_nodata(bands: np.ndarray, nodata: float | None) -> np.ndarray:
     return floats
 
 
-def _nodata(tag: Any) -> float | None:
+def _nodata(tag: Any, path: str) -> float | None:
     """The GDAL_NODATA tag's value (an ASCII number) as a float; None without the tag or with text that is not a
-    number (then no pixel is treated as missing)."""
-    try:
-        return None if tag is None else float(str(tag.value).strip().strip("\x00"))
-    except ValueError:
+    number: then no pixel is treated as missing, and one warning line names the file (once per file and process)."""
+    if tag is None:
         return None
+    text = str(tag.value).strip().strip("\x00")
+    try:
+        return float(text)
+    except ValueError:
+        if path not in _WARNED and len(_WARNED) < NAMED_WARNINGS:
+            _WARNED.add(path)
+            more = "; further files with such a tag are not named" if len(_WARNED) == NAMED_WARNINGS else ""
+            print(f"selfsup: warning: '{path}' has a GDAL_NODATA tag that is not a number ({text[:40]!r}); no "
+                  f"pixel of it is treated as missing{more}", file=sys.stderr)
+        return None
+
+
+class _NodataParseFilter(logging.Filter):
+    """tifffile logs a warning each time it opens a page whose GDAL_NODATA tag is not a number of the pixel type
+    (every header read and every window); selfsup reads the tag itself (_nodata) and says so once per file."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "parsing GDAL_NODATA tag" not in record.getMessage()
+
+
+_WARNED: set[str] = set()  # files named in such a warning
+NAMED_WARNINGS = 3
+logging.getLogger("tifffile").addFilter(_NodataParseFilter())
 
 
 def to_uint8(bands: np.ndarray, stretch: Sequence[Sequence[float]] | None) -> np.ndarray:
