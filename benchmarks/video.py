@@ -148,11 +148,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=30, help="optimiser steps of each pretraining [30]")
     parser.add_argument("--clips", type=int, default=50, help="test clips propagated [50 of 100]")
-    parser.add_argument("--runs", default="runs/benchmark-video", help="run folders and cached results")
+    parser.add_argument("--runs", help="run folders and cached results [runs/benchmark-video-STEPS: a run of "
+                                       "other steps never reads another's cache]")
     parser.add_argument("--out", default=str(HERE / "results" / "video.md"))
     args = parser.parse_args()
     torch.set_num_threads(1)
-    runs, out = Path(args.runs), Path(args.out)
+    runs, out = Path(args.runs or f"runs/benchmark-video-{args.steps}"), Path(args.out)
     rows, shown = [], []
     for row in rows_to_run(runs, args.steps):
         row, masks = evaluate_row(row, runs, args.clips)
