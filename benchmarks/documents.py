@@ -231,9 +231,6 @@ def write_table(rows: list[dict], tokenizers: dict, steps: int, out: Path) -> No
             lines.append(f"| {r['method']} | " + " | ".join(f"{m[k]:.3f}" for k in keys) + " |")
     lines += ["", "Figure beside this file: `documents_tokenizer.png` (held-out pages, their reconstructions from "
               "the codes of each tokenizer, and 3x zooms)."]
-    reading = out.with_name("documents_reading.md")
-    if reading.is_file():
-        lines += ["", reading.read_text().rstrip()]
     write_results(lines, rows, out)
 
 

@@ -153,7 +153,11 @@ def settings_text(row: dict) -> str:
 
 
 def write_results(lines: list[str], rows: list[dict], out: Path) -> None:
-    """The table's markdown `lines` to `out`, the raw rows beside it as .json, and the table to stdout."""
+    """The table's markdown `lines` to `out` (followed by OUT_reading.md beside it, when there is one: a reading
+    written by hand, kept across reruns), the raw rows beside it as .json, and the table to stdout."""
+    reading = out.with_name(f"{out.stem}_reading.md")
+    if reading.is_file():
+        lines = [*lines, "", reading.read_text().rstrip()]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n")
     out.with_suffix(".json").write_text(json.dumps(rows, indent=2))

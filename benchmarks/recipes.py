@@ -54,7 +54,6 @@ TRIED: dict[str, dict] = {
 K = {"fashion-mnist": 200, "emoji": 20}
 # what `selfsup train simclr` picks with no options (the cpu recipe of selfsup.train.recipes) on each set
 CHOSEN = {"fashion-mnist": "tau0.1-steps1800", "emoji": "tau0.1-steps350"}
-READING = HERE / "results" / "recipes_reading.md"  # written by hand, appended to the table
 
 
 def main() -> None:
@@ -138,8 +137,6 @@ def write_table(rows: list[dict], out: Path) -> None:
                      f"{col['random_linear']} | {statistics.mean(r['train_seconds'] for r in runs):.0f} | "
                      f"{statistics.mean(r['images_per_second'] for r in runs):.0f} | "
                      f"{max(r['load'] for r in runs)} | {settings} |")
-    if READING.is_file():
-        lines += ["", READING.read_text().rstrip()]
     write_results(lines, rows, out)
 
 

@@ -185,9 +185,6 @@ def main() -> None:
     lines += ["", f"Figure: `{out.with_suffix('.png').name}` (ground truth green, propagated red, first test clip).",
               "", "Encoders: " + "; ".join(f"{row['name']}: {row['encoder']}" for row in rows) + ".",
               "", "Speed (decoding against the model step): `video_speed.md`, `python benchmarks/video_speed.py`."]
-    reading = out.with_name("video_reading.md")  # written by hand after looking at the figure; kept
-    if reading.is_file():
-        lines += ["", reading.read_text().rstrip()]
     write_results(lines, json.loads(json.dumps(rows, default=str)), out)
 
 

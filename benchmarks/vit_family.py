@@ -140,9 +140,6 @@ def write_table(rows: list[dict], finetune_steps: int, out: Path) -> None:
                      f"{r.get('train_seconds', '-')} | {settings_text(r)} |")
     lines += ["", "Figures beside this file: `reconstructions_cae.png`, `reconstructions_spark.png` (rows: test "
               "image, masked, restored)."]
-    reading = out.with_name("vit_family_reading.md")
-    if reading.is_file():
-        lines += ["", reading.read_text().rstrip()]
     write_results(lines, rows, out)
 
 
