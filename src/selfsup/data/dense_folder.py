@@ -50,7 +50,7 @@ from selfsup.errors import SelfsupError
 from .dense import DENSE_BUILTIN, DenseSet, DenseTarget
 from .folder import BadImageError, decode_image, index_images, walk_images
 from .open import existing_folder, held_out_folder
-from .tiff import TiffImageSet, is_tiff, open_tiffs, tiff_header
+from .tiff import TiffHeader, TiffImageSet, is_tiff, open_tiffs, tiff_header
 
 TEST_FRACTION, SEED = 0.2, 0  # the split of a folder without train/ and test/
 TOLERANCE = 1.0  # px a box may reach beyond its image before it is an error (it is then clipped)
@@ -182,46 +182,40 @@ def _open_part(folder: str) -> _Part:
     images = _by_stem(images_dir, index_images(images_dir), "image")
     if not images:
         raise SelfsupError(f"'{images_dir}' holds no image files: lay dense data out as {LAYOUT}")
-    tiles = _are_tiles(images)
+    headers = _tile_headers(images)
     masks, box_file = _masks(folder, images), _find_box_file(folder)
     if masks is None and box_file is None:
         raise SelfsupError(f"'{folder}' has images but neither masks/ nor a box file: lay dense data out as {LAYOUT}")
-    sizes = _tile_sizes(images) if tiles else _sizes(images)
+    sizes = _sizes(images) if headers is None else {stem: (h.width, h.height) for stem, h in headers.items()}
     if masks is not None:
         _check_masks(masks, sizes)
     objects, names, sources = None, [], {}
     if box_file is not None:
         objects, names, sources = (_read_coco if box_file.endswith(".json") else _read_voc)(box_file, images)
         _check_boxes(objects, sizes, images, sources)
-    return _Part(folder, images, sizes, masks, objects, sources, names, tiles)
+    return _Part(folder, images, sizes, masks, objects, sources, names, headers is not None)
 
 
-def _are_tiles(images: dict[str, str]) -> bool:
-    """Whether the images are tiles for data.tiff: some TIFF is not 8-bit grey or RGB (decoding it as 8-bit RGB
-    would drop bands and squash 16-bit values without a word). SelfsupError when such tiles sit beside other images,
-    or a TIFF's header cannot be read."""
-    tiles = []
-    for path in images.values():
-        if not is_tiff(path):
-            continue
-        try:
-            header = tiff_header(path)
-        except BadImageError as e:
-            raise SelfsupError(str(e)) from None
-        if header.bands not in (1, 3) or header.dtype != "uint8":
-            tiles.append((path, header))
+def _tile_headers(images: dict[str, str]) -> dict[str, TiffHeader] | None:
+    """stem -> TIFF header when the images are tiles for data.tiff (some TIFF is not 8-bit grey or RGB: decoding it as
+    8-bit RGB would drop bands and squash 16-bit values without a word), else None. SelfsupError when such tiles sit
+    beside other images, or a TIFF's header cannot be read."""
+    headers = {}
+    for stem, path in images.items():
+        if is_tiff(path):
+            try:
+                headers[stem] = tiff_header(path)
+            except BadImageError as e:
+                raise SelfsupError(str(e)) from None
+    tiles = [(images[stem], h) for stem, h in headers.items() if h.bands not in (1, 3) or h.dtype != "uint8"]
+    if not tiles:
+        return None
     others = [path for path in images.values() if not is_tiff(path)]
-    if tiles and others:
+    if others:
         path, header = tiles[0]
         raise SelfsupError(f"'{path}' is a {header.bands}-band {header.dtype} TIFF beside 8-bit images such as "
                            f"'{others[0]}': keep one kind of image in a folder (all tiles, or all 8-bit images)")
-    return bool(tiles)
-
-
-def _tile_sizes(images: dict[str, str]) -> dict[str, tuple[int, int]]:
-    """stem -> (W, H) of TIFF tiles, from their headers."""
-    headers = {stem: tiff_header(path) for stem, path in images.items()}
-    return {stem: (h.width, h.height) for stem, h in headers.items()}
+    return headers
 
 
 def _by_stem(root: str, paths: list[str], noun: str) -> dict[str, str]:
