@@ -105,8 +105,8 @@ class GLCNet(ImageMethod):
         that a resume with the same options as the first run is not refused for it."""
         if not isinstance(options.get("backbone_kwargs"), dict):
             return options
-        stride = options.get("output_stride", GLCNetConfig.output_stride)
-        return {**options, "backbone_kwargs": {"output_stride": stride, **options["backbone_kwargs"]}}
+        given = {k: options[k] for k in ("backbone_kwargs", "output_stride") if k in options}
+        return {**options, "backbone_kwargs": cls.dilated(GLCNetConfig(**given))}
 
     @staticmethod
     def dilated(config: GLCNetConfig) -> dict:
