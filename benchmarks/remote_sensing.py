@@ -33,7 +33,6 @@ from dense import ENCODER
 from dense import PER_METHOD as DENSE_SETTINGS
 from fashion_mnist import cached, settings_text, train, write_results
 
-from selfsup.data.dense import open_dense
 from selfsup.eval.change import evaluate_change
 from selfsup.eval.segment import evaluate_segment
 from selfsup.methods import METHODS
@@ -97,12 +96,11 @@ def evaluate(key: str, checkpoint: str, out: str, options: dict) -> dict:
     common = {"out": out, "progress": False, **options}
     if key == "change":
         return evaluate_change(checkpoint, "rs-change", **common)
-    data = "trees" if key == "trees" else "rs-mosaics"
+    data = "trees" if key == "trees" else "rs-mosaics"  # the result's tag: trees' ellipse maps are 'pseudo'
     if key == "mosaics-frozen":
-        return {**evaluate_segment(checkpoint, data, **common), "tag": open_dense(data, "test").label_tag("semantic")}
+        return evaluate_segment(checkpoint, data, **common)
     fraction = SCARCE_FRACTION if key == "mosaics-1pct" else LABEL_FRACTION
-    result = evaluate_segment(checkpoint, data, finetune=True, label_fraction=fraction, **common)
-    return {**result, "tag": open_dense(data, "test").label_tag("semantic")}  # trees: ellipse maps, 'pseudo'
+    return evaluate_segment(checkpoint, data, finetune=True, label_fraction=fraction, **common)
 
 
 def read_row(name: str, folder: Path) -> dict | None:
