@@ -180,7 +180,8 @@ def main() -> None:
         settings = ", ".join(f"{k} {v}" for k, v in row["settings"].items()) or "-"
         finer = "-" if row["j_stage3"] is None else f"{row['j_stage3']:.3f} ({'x'.join(map(str, row['stage3_grid']))})"
         lines.append(f"| {row['name']} | **synthetic** | {row['linear_object']:.3f} | {row['linear_motion']:.3f} | "
-                     f"{row['j']:.3f} | {finer} | {row['j_copy_first_mask']:.3f} | {row['j_oracle_at_grid']:.3f} ({grid}) | "
+                     f"{row['j']:.3f} | {finer} | {row['j_copy_first_mask']:.3f} | "
+                     f"{row['j_oracle_at_grid']:.3f} ({grid}) | "
                      f"{native} | {row['train_seconds']} | {settings} |")
     lines += ["", f"Figure: `{out.with_suffix('.png').name}` (ground truth green, propagated red, first test clip).",
               "", "Encoders: " + "; ".join(f"{row['name']}: {row['encoder']}" for row in rows) + ".",

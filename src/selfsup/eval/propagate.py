@@ -219,10 +219,10 @@ def evaluate_propagate(checkpoint: str, data: str | None = None, random_init: bo
     method's .ckpt (random_init: its network with fresh weights), or 'pixels' / 'random' (image baselines, at the
     frame's own side unless image_size is given) - on the first `clips` test clips of `data` [moving-objects: all
     100]; `stage`: propagate the map after that stage of the encoder's ResNet backbone (at_stage; None: the
-    method's dense features, the last map). Writes the result JSON (RUN/eval/propagate-DATA.json by default) and returns it; return_masks adds
-    "masks": (clip index, predicted bool (T, S, S), truth bool (T, S, S)) of the first 4 clips, for figures.
-    Raises SelfsupError for other data, a modality other than image or video, an encoder without dense features,
-    clips < 1, grid < 1, or image options given to a checkpoint file."""
+    method's dense features, the last map). Writes the result JSON (RUN/eval/propagate-DATA.json by default) and
+    returns it; return_masks adds "masks": (clip index, predicted bool (T, S, S), truth bool (T, S, S)) of the first
+    4 clips, for figures. Raises SelfsupError for other data, a modality other than image or video, an encoder
+    without dense features, clips < 1, grid < 1, a stage outside 1-4, or image options given to a checkpoint file."""
     from selfsup.eval.run import _default_out, write_result
     from selfsup.video import load_moving_objects
 

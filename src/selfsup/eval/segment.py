@@ -343,7 +343,8 @@ def evaluate_segment(checkpoint: str, data: str | None = None, finetune: bool = 
               "foreground_iou": None if math.isnan(found) else round(found, 4),
               "iou": {name: None if math.isnan(v) else round(float(v), 4)
                       for name, v in zip(["background", *train_set.classes], iou.tolist())},
-              "background_counted": train_set.background, "tag": train_set.label_tag("semantic"), "encoder": encoder.description,
+              "background_counted": train_set.background, "tag": train_set.label_tag("semantic"),
+              "encoder": encoder.description,
               "checkpoint": checkpoint, "random_init": random_init, "modality": "image", "data": data,
               "n_train": len(train_set), "n_test": len(test_set), "classes": len(train_set.classes),
               "image_size": size, **run, "seed": seed, "seconds": round(time.time() - start, 1)}
